@@ -57,8 +57,8 @@ def make_pipeline(model, scheduler):
 
 
 def check_size(model, width: int | None, height: int | None) -> tuple:
-    width = width or model.resolution
-    height = height or model.resolution
+    width = model.resolution if width is None else width
+    height = model.resolution if height is None else height
     for label, value in (("width", width), ("height", height)):
         if value < 8 or value % 8:
             raise SettingError(f"{label} {value} must be a positive multiple of 8 (e.g. {max(8, value // 8 * 8)}).")

@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny random models of every family, written once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+TINY = ("tiny-sd1", "tiny-sd2", "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """arch name -> diffusers folder of that tiny arch (seed 0), made on first use."""
+    from ti_core.make_model import make_model
+
+    root = tmp_path_factory.mktemp("models")
+    made = {}
+
+    def get(arch: str):
+        if arch not in made:
+            made[arch] = make_model(arch, root / arch, seed=0)
+        return made[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def single_file(tmp_path_factory):
+    """arch name -> single .safetensors (original key layout) of the same weights as model_dir(arch)."""
+    from ti_core.make_model import make_model
+
+    root = tmp_path_factory.mktemp("single")
+    made = {}
+
+    def get(arch: str):
+        if arch not in made:
+            made[arch] = make_model(arch, root / f"{arch}.safetensors", single_file=True, seed=0)
+        return made[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def loaded(model_dir):
+    """arch name -> SDModel loaded (fp32, CPU) from the tiny folder; shared, so tests must not modify it."""
+    from ti_core.models import load_model
+
+    cache = {}
+
+    def get(arch: str):
+        if arch not in cache:
+            cache[arch] = load_model(model_dir(arch))
+        return cache[arch]
+
+    return get
+
+
+def random_embedding(model, name: str, n: int = 2, seed: int = 0):
+    import torch
+
+    from ti_core.embeddings import Embedding
+
+    g = torch.Generator().manual_seed(seed)
+    vectors = {keys[0]: torch.randn(n, width, generator=g) for keys, width in zip(model.embedding_keys, model.embedding_widths)}
+    return Embedding(name, vectors)

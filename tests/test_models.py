@@ -1,0 +1,167 @@
+"""Model loading: folders and single files of every family, detection, overrides and errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+from conftest import TINY
+
+from ti_core import archs
+from ti_core.errors import ModelLoadError, SettingError, UnsafeFileError
+from ti_core.models import load_model, load_tokenizer
+
+
+def _state(model) -> dict:
+    out = {}
+    for name, module in [("unet", model.unet), ("vae", model.vae)] + [
+        (f"te{i}", te) for i, te in enumerate(model.text_encoders)
+    ]:
+        out.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+    return out
+
+
+def test_tokenizer_ids_of_a_photo_of_a_cat():
+    assert load_tokenizer()("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert load_tokenizer(pad_token="!").pad_token_id == 0
+
+
+@pytest.mark.parametrize("arch", TINY)
+def test_single_file_and_folder_give_identical_weights(arch, loaded, single_file):
+    folder = loaded(arch)
+    single = load_model(single_file(arch))
+    assert (single.family, single.prediction_type) == (folder.family, folder.prediction_type)
+    assert (single.family, single.prediction_type) == (archs.ARCHS[arch].family, archs.ARCHS[arch].prediction_type)
+    a, b = _state(folder), _state(single)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert [t.pad_token_id for t in single.tokenizers] == [t.pad_token_id for t in folder.tokenizers]
+    assert single.resolution == folder.resolution == 64
+
+
+def test_ckpt_pickle_of_plain_tensors_loads_like_safetensors(tmp_path, single_file):
+    from safetensors.torch import load_file
+
+    sd = load_file(single_file("tiny-sd1"))
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": sd, "global_step": 1234}, ckpt)
+    a, b = _state(load_model(ckpt)), _state(load_model(single_file("tiny-sd1")))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_family_and_prediction_come_from_content_not_file_name(tmp_path, single_file):
+    misleading = tmp_path / "sdxl_v1-5_768-v.safetensors"
+    shutil.copy(single_file("tiny-sd1"), misleading)
+    model = load_model(misleading)
+    assert (model.family, model.prediction_type) == ("sd1", "epsilon")
+
+
+def test_prediction_type_and_dtype_overrides(single_file):
+    model = load_model(single_file("tiny-sd2"), prediction_type="epsilon", dtype="bf16")
+    assert model.prediction_type == "epsilon" and model.scheduler_config["prediction_type"] == "epsilon"
+    assert {p.dtype for p in model.unet.parameters()} == {torch.bfloat16}
+    assert model.dtype == torch.bfloat16
+    assert all(not p.requires_grad for p in model.unet.parameters())
+    with pytest.raises(SettingError, match="'fp8'"):
+        load_model(single_file("tiny-sd2"), dtype="fp8")
+    with pytest.raises(SettingError, match="'sd3'"):
+        load_model(single_file("tiny-sd2"), family="sd3")
+
+
+def test_published_architectures_have_the_published_sizes():
+    from ti_core.build import build_components
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    expected = {  # UNet, text encoders
+        "sd15": (859_520_964, [123_060_480]),
+        "sd21": (865_910_724, [340_387_840]),
+        "sdxl": (2_567_463_684, [123_060_480, 694_659_840]),
+    }
+    for name, (unet, encoders) in expected.items():
+        parts = build_components(archs.ARCHS[name], empty=True)
+        assert count(parts["unet"]) == unet
+        assert [count(t) for t in parts["text_encoders"]] == encoders
+        assert count(parts["vae"]) == 83_653_863
+
+
+# ----------------------------------------------------------------------------------------------------------
+# errors: each names the file and says what was found
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(ModelLoadError, match="no such file"):
+        load_model(tmp_path / "nope.safetensors")
+
+
+def test_random_bytes(tmp_path):
+    bad = tmp_path / "random.safetensors"
+    bad.write_bytes(os.urandom(4096))
+    with pytest.raises(ModelLoadError, match="random.safetensors"):
+        load_model(bad)
+
+
+def test_truncated_safetensors(tmp_path, single_file):
+    data = single_file("tiny-sd1").read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="corrupt or truncated"):
+        load_model(cut)
+
+
+def test_file_without_unet_is_not_a_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "lora.safetensors"
+    save_file({"lora_unet_down.alpha": torch.ones(1)}, str(path))
+    with pytest.raises(ModelLoadError, match="no UNet weights.*lora_unet_down"):
+        load_model(path)
+
+
+def test_inpainting_unet_is_refused(tmp_path, single_file):
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(single_file("tiny-sd1"))
+    w = sd["model.diffusion_model.input_blocks.0.0.weight"]
+    sd["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(w.shape[0], 9, *w.shape[2:])
+    path = tmp_path / "inpaint.safetensors"
+    save_file(sd, str(path))
+    with pytest.raises(ModelLoadError, match="9 input channels"):
+        load_model(path)
+
+
+def test_unknown_architecture_names_the_mismatch(tmp_path, single_file):
+    """A tiny SD1 file stripped of its config metadata is read as published SD1.5, which it is not."""
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "odd.safetensors"
+    save_file(load_file(single_file("tiny-sd1")), str(path))  # no metadata
+    with pytest.raises(ModelLoadError, match="odd.safetensors.*do not match a sd1 model.*another shape"):
+        load_model(path)
+
+
+def test_ckpt_whose_pickle_needs_code_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": Payload()}, path)
+    with pytest.raises(UnsafeFileError, match=r"evil.ckpt.*'(posix|os|nt)\.system'"):
+        load_model(path)
+    assert not marker.exists()
+
+
+def test_diffusers_folder_missing_a_component(tmp_path, model_dir):
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir("tiny-sdxl"), broken)
+    shutil.rmtree(broken / "text_encoder_2" )
+    shutil.rmtree(broken / "vae")
+    # without text_encoder_2 it is read as SD1/SD2, so the missing vae is what must be named
+    with pytest.raises(ModelLoadError, match="lacks vae/"):
+        load_model(broken)

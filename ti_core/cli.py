@@ -1,0 +1,155 @@
+"""`python -m ti_core`: make-model, sample, inspect, demo.
+
+User mistakes (any `TIError`) print one line and exit with status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import TIError
+
+
+def _quiet_libraries() -> None:
+    # diffusers/transformers log advice (e.g. "install accelerate") that does not apply to us.
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+
+
+def cmd_make_model(args) -> int:
+    from .make_model import make_model
+
+    out = make_model(args.arch, args.out, single_file=args.single_file, seed=args.seed, dtype=args.dtype)
+    print(f"wrote {args.arch} ({'single file' if args.single_file else 'diffusers folder'}) to {out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .embeddings import load_embedding
+    from .models import load_model
+    from .prompt import encode_pair
+    from .sample import check_size, sample, to_pil
+
+    embeddings = [load_embedding(p) for p in args.embedding]
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
+    check_size(model, args.width, args.height)  # fail before the slow part
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    positive, negative = encode_pair(model, args.prompt, args.negative, embeddings)
+    images = sample(
+        model, positive, negative, sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed,
+        width=args.width, height=args.height, batch=args.batch,
+    )
+    for i, image in enumerate(to_pil(images)):
+        path = _free_path(out / f"{args.prefix}_{args.seed}_{i:02d}.png")
+        image.save(path)
+        print(path)
+    return 0
+
+
+def _free_path(path: Path) -> Path:
+    """`path`, or the first `name-N.ext` that does not exist (we never overwrite a user's image)."""
+    n = 1
+    candidate = path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        n += 1
+    return candidate
+
+
+def cmd_inspect(args) -> int:
+    from .info import inspect_path
+
+    info = inspect_path(args.file)
+    if args.json:
+        print(json.dumps(info, indent=None if args.compact else 2))
+        return 0
+    for key, value in info.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k, v in value.items():
+                print(f"  {k}: {v}")
+        else:
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    report = run_demo(Path(args.out), log=(lambda s: None) if args.json else print)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .archs import MAKEABLE
+    from .models import DTYPES
+    from .sample import SAMPLERS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ti_core", description="Textual inversion for Stable Diffusion (SD1.x, SD2.x, SDXL), offline."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make-model", help="write a random-weight model of the real classes (tests, benchmarks)")
+    p.add_argument("out", help="output folder (diffusers layout) or .safetensors file with --single-file")
+    p.add_argument("--arch", required=True, choices=MAKEABLE, help="tiny-* for tests; sd15/sd21/sdxl are full size")
+    p.add_argument("--single-file", action="store_true", help="one .safetensors in the original (A1111) key layout")
+    p.add_argument("--seed", type=int, default=0, help="weights are drawn from this seed (default 0)")
+    p.add_argument("--dtype", choices=DTYPES, default="fp32", help="dtype of the written weights (default fp32)")
+    p.set_defaults(run=cmd_make_model)
+
+    p = sub.add_parser("sample", help="generate images from a prompt, with embeddings")
+    p.add_argument("--model", required=True, help="checkpoint (.safetensors/.ckpt) or diffusers folder")
+    p.add_argument("--prompt", required=True, help="e.g. 'a photo of embedding:my-cat, (on grass:1.2)'")
+    p.add_argument("--negative", default="", help="negative prompt (default empty)")
+    p.add_argument("--embedding", action="append", default=[], metavar="FILE",
+                   help="embedding file; use it in the prompt by its file name (repeatable)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="euler", help="default euler")
+    p.add_argument("--steps", type=int, default=20, help="default 20")
+    p.add_argument("--cfg", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
+    p.add_argument("--seed", type=int, default=0, help="default 0; the same seed gives the same images")
+    p.add_argument("--width", type=int, help="multiple of 8 (default: the model's native size)")
+    p.add_argument("--height", type=int, help="multiple of 8 (default: the model's native size)")
+    p.add_argument("--batch", type=int, default=1, help="images per run (default 1)")
+    p.add_argument("--dtype", choices=DTYPES, default="fp32", help="default fp32")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
+    p.add_argument("--prefix", default="ti", help="file name prefix (default ti)")
+    p.add_argument("--out", required=True, help="folder for the PNGs (existing files are never replaced)")
+    p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser("inspect", help="describe an embedding or a model file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--compact", action="store_true", help="with --json: on one line")
+    p.set_defaults(run=cmd_inspect)
+
+    p = sub.add_parser("demo", help="the first-run demo: builds a tiny model and generates with an embedding")
+    p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.run(args)
+    except TIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
