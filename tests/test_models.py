@@ -44,11 +44,17 @@ def test_single_file_and_folder_give_identical_weights(arch, loaded, single_file
 def test_ckpt_pickle_of_plain_tensors_loads_like_safetensors(tmp_path, single_file):
     from safetensors.torch import load_file
 
+    from ti_core.models import arch_to_metadata
+
     sd = load_file(single_file("tiny-sd1"))
     ckpt = tmp_path / "model.ckpt"
-    torch.save({"state_dict": sd, "global_step": 1234}, ckpt)
+    # a tiny model has no published config, so it travels with the file, as in our .safetensors header
+    torch.save({"state_dict": sd, "global_step": 1234, **arch_to_metadata(archs.TINY_SD1)}, ckpt)
     a, b = _state(load_model(ckpt)), _state(load_model(single_file("tiny-sd1")))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    torch.save({"state_dict": sd}, ckpt)  # without it the weights are read as published SD1.5 and do not fit
+    with pytest.raises(ModelLoadError, match="conv_in.weight: file \\(32, 4, 3, 3\\) vs model \\(320, 4, 3, 3\\)"):
+        load_model(ckpt)
 
 
 def test_family_and_prediction_come_from_content_not_file_name(tmp_path, single_file):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import pickle
+import pickletools
 import re
 import struct
+import zipfile
 from pathlib import Path
 
 import torch
@@ -34,7 +36,8 @@ _INERT_GLOBALS = ("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"
 
 
 def sniff_format(path: Path) -> str:
-    """'safetensors', 'zip' (torch zip pickle), 'pickle' (legacy torch pickle) or 'unknown', from the bytes."""
+    """'safetensors', 'zip' (torch zip pickle), 'pickle' (legacy torch pickle), 'png', 'webp' or 'unknown',
+    from the bytes."""
     with open(path, "rb") as f:
         head = f.read(16)
     if len(head) >= 9:
@@ -45,6 +48,10 @@ def sniff_format(path: Path) -> str:
         return "zip"
     if head[:1] == b"\x80":
         return "pickle"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
     return "unknown"
 
 
@@ -55,22 +62,101 @@ def read_safetensors_metadata(path: Path) -> dict:
     return header.get("__metadata__") or {}
 
 
-def load_pickle(path: Path):
-    """torch.load with weights_only=True and our allow-list; refusals name the global that was asked for."""
+def read_safetensors(path: Path, error: type = ModelLoadError) -> tuple[dict, dict]:
+    """-> (tensors, header metadata); a damaged file raises `error`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path)), read_safetensors_metadata(path)
+    except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as e:
+        raise error(f"{path}: corrupt or truncated .safetensors file ({e}). Download it again.") from None
+
+
+# Globals of plain tensor data; any other global a refused pickle names is reported to the user.
+_TENSOR_GLOBALS = frozenset(
+    {"collections.OrderedDict", "builtins.set", "__builtin__.set", "torch._utils._rebuild_tensor_v2",
+     "torch._utils._rebuild_parameter", "torch.Size"}
+)
+_STRING_OPS = frozenset({"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE",
+                         "BINUNICODE8"})
+
+
+def pickle_globals(raw: bytes) -> list:
+    """The globals ('module.name') a pickle refers to, read from its opcodes; nothing in it is run."""
+    found, memo = [], {}
+    recent = []  # strings pushed since the last other opcode: STACK_GLOBAL takes the last two
+    try:
+        for op, arg, _ in pickletools.genops(raw):
+            name = op.name
+            if name == "GLOBAL":
+                found.append(arg.replace(" ", "."))
+            elif name in _STRING_OPS:
+                recent.append(arg)
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                recent.append(memo.get(arg))
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                memo[len(memo) if name == "MEMOIZE" else arg] = recent[-1] if recent else None
+            elif name == "STACK_GLOBAL":
+                if len(recent) >= 2 and all(isinstance(s, str) for s in recent[-2:]):
+                    found.append(f"{recent[-2]}.{recent[-1]}")
+                recent = []
+            elif name != "FRAME":
+                recent = []
+    except ValueError:  # truncated or not a pickle: report what was read
+        pass
+    return found
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle stream of a torch file: `<root>/data.pkl` of a zip, else the file itself."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith("data.pkl")]
+            return z.read(names[0]) if names else b""
+    return Path(path).read_bytes()
+
+
+def _refused_global(path: Path, message: str, allowed: set) -> str:
+    """The global to name in a refusal: the first one outside tensor data and our allow-list, else the one
+    torch's message names."""
+    try:
+        for name in pickle_globals(_pickle_bytes(path)):
+            if name not in allowed and name not in _TENSOR_GLOBALS and not re.fullmatch(r"torch\.\w*Storage", name):
+                return name
+    except (OSError, zipfile.BadZipFile, KeyError):
+        pass
+    found = re.search(r"GLOBAL ([\w.]+)", message) or re.search(r"global:? ([\w.]+)", message)
+    return found.group(1) if found else "an object that is not a tensor"
+
+
+def load_pickle(path: Path, allow: tuple = (), error: type = ModelLoadError):
+    """torch.load with weights_only=True and our allow-list (plus the classes in `allow`, e.g. ParameterDict);
+    storages saved on a GPU are mapped to the CPU. Refusals name the global that was asked for; a file that
+    is not a torch pickle raises `error`."""
     inert = [(type(name.rsplit(".", 1)[1], (_Inert,), {}), name) for name in _INERT_GLOBALS]
     try:
-        with torch.serialization.safe_globals(inert):
+        with torch.serialization.safe_globals([*inert, *allow]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e)) or re.search(r"global:? ([\w.]+)", str(e))
-        what = found.group(1) if found else "an object that is not a tensor"
+        allowed = {*_INERT_GLOBALS, *(f"{c.__module__}.{c.__qualname__}" for c in allow)}
+        what = _refused_global(Path(path), str(e), allowed)
         raise UnsafeFileError(
             f"{path}: refused to load: its pickle asks for {what!r}, which is not plain tensor data and could "
             "run code. Nothing from the file was executed. Get a .safetensors version of this file, or convert "
             "it on a machine where you trust its source."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise ModelLoadError(f"{path}: not a readable torch checkpoint ({e}). The file may be truncated.") from None
+        raise error(f"{path}: not a readable torch file ({e}). The file may be truncated.") from None
+
+
+def state_dict_of(obj, path: Path) -> dict:
+    """The tensors of an unpickled checkpoint (`{"state_dict": ...}` wrappers are unwrapped)."""
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors.")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
 def load_tensors(path: str | Path) -> tuple[dict, dict]:
@@ -91,11 +177,12 @@ def load_tensors(path: str | Path) -> tuple[dict, dict]:
             raise ModelLoadError(f"{path}: corrupt or truncated .safetensors file ({e}). Download it again.") from None
     if kind in ("zip", "pickle"):
         obj = load_pickle(path)
-        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            obj = obj["state_dict"]
         if not isinstance(obj, dict):
             raise ModelLoadError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors.")
-        return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, {}
+        metadata = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, str)}  # like a header
+        if isinstance(obj.get("state_dict"), dict):
+            obj = obj["state_dict"]
+        return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, metadata
     raise ModelLoadError(
         f"{path}: not a checkpoint: expected a .safetensors file or a torch .ckpt/.pt, "
         f"but the file starts with {open(path, 'rb').read(8)!r}."

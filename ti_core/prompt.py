@@ -37,7 +37,7 @@ class Conditioning:
 
 
 @dataclass
-class _Slot:
+class Slot:
     """One token position: a vocabulary id, or row `row` of an embedding."""
 
     weight: float
@@ -72,8 +72,7 @@ def encode_prompt(
     token and restores the chunk's mean."""
     if weighting not in WEIGHTINGS:
         raise SettingError(f"weighting {weighting!r} is not one of {', '.join(WEIGHTINGS)}.")
-    known = as_embedding_dict(embeddings)
-    chunks = _chunk(_slots(model, parse_prompt(prompt), known, resolver))
+    chunks = prompt_chunks(model, prompt, embeddings, resolver)
     while len(chunks) < min_chunks:
         chunks.append([])
     hidden, pooled = [], None
@@ -88,6 +87,11 @@ def encode_prompt(
             pooled = pool[:1]
     embeds = torch.cat(hidden, dim=-1).reshape(1, -1, sum(h.shape[-1] for h in hidden))
     return Conditioning(embeds=embeds, pooled=pooled)
+
+
+def prompt_chunks(model, prompt: str, embeddings=(), resolver: Resolver | None = None) -> list:
+    """The prompt as chunks (lists of `Slot`, at most 75 each), embeddings resolved and checked to fit."""
+    return _chunk(_slots(model, parse_prompt(prompt), as_embedding_dict(embeddings), resolver))
 
 
 def encode_pair(model, positive: str, negative: str = "", embeddings=(), **kwargs) -> tuple:
@@ -134,13 +138,13 @@ def _slots(model, segments, known: dict, resolver) -> list:
             # The backend tokenizer gives the same ids without warning that long prompts exceed 77 tokens
             # (they are chunked here).
             ids = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
-            groups.extend([_Slot(seg.weight, token_id=i)] for i in ids)
+            groups.extend([Slot(seg.weight, token_id=i)] for i in ids)
             continue
         if embedding.num_vectors > MAX_VECTORS:
             raise PromptError(f"embedding {embedding.name!r} has {embedding.num_vectors} vectors; at most 75 fit.")
         for i, (keys, width) in enumerate(zip(model.embedding_keys, model.embedding_widths)):
             embedding.vectors_for(keys, width, f"text encoder {i + 1}")  # raises if it does not fit
-        groups.append([_Slot(seg.weight, embedding=embedding, row=r) for r in range(embedding.num_vectors)])
+        groups.append([Slot(seg.weight, embedding=embedding, row=r) for r in range(embedding.num_vectors)])
     return groups
 
 
