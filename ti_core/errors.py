@@ -36,3 +36,7 @@ class PromptError(TIError, ValueError):
 
 class SettingError(TIError, ValueError):
     """A parameter is out of range (size, steps, sampler name, ...)."""
+
+
+class ImageSetError(TIError, ValueError):
+    """A training image or image folder cannot be used: missing, unreadable, too large, or no images in it."""
