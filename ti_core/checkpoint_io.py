@@ -136,8 +136,9 @@ def load_pickle(path: Path, allow: tuple = (), error: type = ModelLoadError):
     is not a torch pickle raises `error`."""
     inert = [(type(name.rsplit(".", 1)[1], (_Inert,), {}), name) for name in _INERT_GLOBALS]
     try:
-        with torch.serialization.safe_globals([*inert, *allow]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        # An open file, not the path: torch.load would pick its reader from a ".safetensors" suffix.
+        with torch.serialization.safe_globals([*inert, *allow]), open(path, "rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         allowed = {*_INERT_GLOBALS, *(f"{c.__module__}.{c.__qualname__}" for c in allow)}
         what = _refused_global(Path(path), str(e), allowed)
@@ -150,13 +151,15 @@ def load_pickle(path: Path, allow: tuple = (), error: type = ModelLoadError):
         raise error(f"{path}: not a readable torch file ({e}). The file may be truncated.") from None
 
 
-def state_dict_of(obj, path: Path) -> dict:
-    """The tensors of an unpickled checkpoint (`{"state_dict": ...}` wrappers are unwrapped)."""
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+def checkpoint_from_pickle(obj, path: Path) -> tuple[dict, dict]:
+    """-> (state_dict of tensors, metadata) of an unpickled checkpoint: `{"state_dict": ...}` wrappers are
+    unwrapped, and the top level's string entries are its metadata, like a .safetensors header."""
     if not isinstance(obj, dict):
         raise ModelLoadError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors.")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    metadata = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, str)}
+    if isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, metadata
 
 
 def load_tensors(path: str | Path) -> tuple[dict, dict]:
@@ -168,21 +171,9 @@ def load_tensors(path: str | Path) -> tuple[dict, dict]:
         raise ModelLoadError(f"{path}: is a folder, not a checkpoint file.")
     kind = sniff_format(path)
     if kind == "safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path)), read_safetensors_metadata(path)
-        except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as e:
-            raise ModelLoadError(f"{path}: corrupt or truncated .safetensors file ({e}). Download it again.") from None
+        return read_safetensors(path)
     if kind in ("zip", "pickle"):
-        obj = load_pickle(path)
-        if not isinstance(obj, dict):
-            raise ModelLoadError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors.")
-        metadata = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, str)}  # like a header
-        if isinstance(obj.get("state_dict"), dict):
-            obj = obj["state_dict"]
-        return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, metadata
+        return checkpoint_from_pickle(load_pickle(path), path)
     raise ModelLoadError(
         f"{path}: not a checkpoint: expected a .safetensors file or a torch .ckpt/.pt, "
         f"but the file starts with {open(path, 'rb').read(8)!r}."
