@@ -1,14 +1,38 @@
-"""The `Embedding` type and its `.safetensors` files.
+"""The `Embedding` type; reading every embedding file format people share, and writing ours.
 
 An embedding is a name, vectors per text encoder and metadata. Vector keys are those the community's files
 use: `emb_params` [n, D] for single-encoder models (SD1: D=768, SD2: D=1024), `clip_l` [n, 768] and
 `clip_g` [n, 1280] for SDXL. These are the layouts ComfyUI's `embedding:name`, A1111 and kohya read.
+
+Reading (`load_embedding`) detects the format from the file's content, never its extension: `.safetensors`
+(A1111/kohya `emb_params`, OneTrainer `emp_params`, SDXL `clip_l`/`clip_g`, diffusers `{token: ...}`),
+torch pickles (the original textual_inversion `embeddings.pt`, A1111 `.pt`, diffusers `learned_embeds.bin`,
+the XL-Inversion `{emb, emb2}` bf16 file; saved on a GPU or not) and A1111 PNG/WebP image embeddings.
+Pickles are read only through `torch.load(weights_only=True)`; one that asks for anything but tensor data
+(and the original format's ParameterDict) raises `UnsafeFileError` and nothing in it runs. See
+`embedding_layouts` for the layouts and the format ids that `Embedding.source_format` reports.
+
+Writing (`save_embedding`) is atomic and never replaces a file unless asked: `.safetensors` by default,
+or A1111 `.pt` and diffusers files (`embedding_write`).
+
+Metadata is a str -> str dict, stored in the `.safetensors` header. Keys, filled where known (a trainer
+fills them when it saves; keys read from other tools' files are mapped onto them):
+
+- `step`: optimisation steps done, an integer as text (A1111 `step`).
+- `base_family`: the model family trained on: "sd1", "sd2" or "sdxl".
+- `base_hash`: hash of the base checkpoint (A1111 `sd_checkpoint`, its short hash).
+- `base_name`: name of the base checkpoint (A1111 `sd_checkpoint_name`).
+- `init_text`: the words the vectors were initialised from.
+- `training`: the training settings, a JSON object as text.
+- `software`: what wrote the file, e.g. "ti_core 0.1.0".
+- `token`: the word the file's own tool used (A1111 `name`, the diffusers token); the prompt word is still
+  `Embedding.name`, the file name, as in ComfyUI and A1111.
+- `name`: the embedding's name, written by `save_embedding`.
+Other keys in a file's header (e.g. kohya's `modelspec.*`) are kept as they are.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,15 +40,17 @@ import torch
 
 from .errors import EmbeddingError, EmbeddingWidthError
 
-EXTENSIONS = (".safetensors", ".pt", ".bin")
+EXTENSIONS = (".safetensors", ".pt", ".bin", ".png", ".webp")
 MAX_VECTORS = 75  # one CLIP chunk holds 75 tokens; an embedding never straddles two
+METADATA_KEYS = ("step", "base_family", "base_hash", "base_name", "init_text", "training", "software", "token")
 
 
 @dataclass
 class Embedding:
     name: str
     vectors: dict  # key -> float tensor [n, D]
-    metadata: dict = field(default_factory=dict)  # str -> str (safetensors header metadata)
+    metadata: dict = field(default_factory=dict)  # str -> str (safetensors header metadata; keys above)
+    source_format: str = field(default="", compare=False)  # format id of the file it was read from
 
     @property
     def num_vectors(self) -> int:
@@ -43,14 +69,17 @@ class Embedding:
                     )
                 return vectors
         found = ", ".join(f"{k} {tuple(v.shape)}" for k, v in self.vectors.items())
+        halves = [k for k in ("clip_l", "clip_g") if k in self.vectors]
+        if not ("clip_g" in keys or "clip_l" in keys):
+            advice = "Use an embedding trained for this model family."
+        elif len(halves) == 1:
+            missing = "clip_g" if halves == ["clip_l"] else "clip_l"
+            advice = f"An SDXL embedding has both clip_l and clip_g vectors; this file lacks {missing}."
+        else:
+            advice = "An SDXL model needs both clip_l and clip_g vectors; this looks like an SD1/SD2 embedding."
         raise EmbeddingError(
             f"embedding {self.name!r} has no vectors for {encoder} (looked for {' or '.join(keys)}; the file "
-            f"has {found}). "
-            + (
-                "An SDXL model needs both clip_l and clip_g vectors; this looks like an SD1/SD2 embedding."
-                if "clip_g" in keys or "clip_l" in keys
-                else "Use an embedding trained for this model family."
-            )
+            f"has {found}). {advice}"
         )
 
 
@@ -76,53 +105,42 @@ def name_from_path(path) -> str:
 
 
 def load_embedding(path, name: str | None = None) -> Embedding:
-    """Read an embedding file; its name defaults to the file name without extension (as ComfyUI and A1111 do)."""
-    from safetensors import SafetensorError, safe_open
+    """Read an embedding file of any supported format (detected from its content); its name defaults to the
+    file name without extension (as ComfyUI and A1111 do)."""
+    from .embedding_read import read_embedding_data
 
     path = Path(path)
-    name = name or name_from_path(path)
     if not path.is_file():
         raise EmbeddingError(f"{path}: no such embedding file.")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise EmbeddingError(
-            f"{path}: not a readable .safetensors embedding ({e}). Other formats are read by the embeddings module."
-        ) from None
-    if "emb_params" in tensors:
-        vectors = {"emb_params": tensors["emb_params"]}
-    elif "clip_l" in tensors or "clip_g" in tensors:
-        vectors = {k: tensors[k] for k in ("clip_l", "clip_g") if k in tensors}
-    elif len(tensors) == 1:  # diffusers: {token: [n, D]} or [D]
-        vectors = {"emb_params": next(iter(tensors.values()))}
-    else:
-        raise EmbeddingError(f"{path}: unknown embedding layout with keys {sorted(tensors)[:8]}.")
-    vectors = {k: (v[None] if v.ndim == 1 else v).float() for k, v in vectors.items()}
-    check_vectors(name, vectors)
-    return Embedding(name=name, vectors=vectors, metadata=metadata)
+    data, metadata, container = read_embedding_data(path)
+    return embedding_from_data(data, name or name_from_path(path), path, metadata, container)
 
 
-def save_embedding(embedding: Embedding, path, *, overwrite: bool = False) -> Path:
-    """Write `.safetensors` atomically (temporary file, fsync, rename); refuses to replace a file unless asked."""
-    from safetensors.torch import save_file
+def embedding_from_data(data, name: str, path, metadata: dict, container: str) -> Embedding:
+    """The `Embedding` in `data` as read from `path` (a dict or tensor; see `embedding_layouts`)."""
+    from .embedding_layouts import format_id, interpret
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise EmbeddingError(f"{path} already exists; choose another name or pass overwrite=True.")
+    layout, vectors, found = interpret(data, path)
+    vectors = {k: _as_rows(path, k, v) for k, v in vectors.items()}
+    check_vectors(str(path), vectors)  # its messages then name the file
+    metadata = {**{str(k): str(v) for k, v in metadata.items()}, **found}
+    return Embedding(name=name, vectors=vectors, metadata=metadata, source_format=format_id(layout, container))
+
+
+def _as_rows(path, key: str, value) -> torch.Tensor:
+    """[n, D] float32 on the CPU from a [D] or [n, D] floating-point tensor."""
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        what = f"a {value.dtype} tensor" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+        raise EmbeddingError(f"{path}: {key} is {what}, not floating-point vectors.")
+    value = value.detach().to("cpu", torch.float32)
+    return value[None] if value.ndim == 1 else value
+
+
+def save_embedding(embedding: Embedding, path, *, overwrite: bool = False, format: str = "safetensors") -> Path:
+    """Write `embedding` to `path` atomically (temporary file, fsync, rename); refuses to replace a file unless
+    `overwrite`. `format`: "safetensors" (default; SD1/SD2 `emb_params`, SDXL `clip_l` + `clip_g`, metadata
+    in the header), "a1111-pt" or "diffusers" (see `embedding_write`)."""
+    from .embedding_write import write_embedding
+
     check_vectors(embedding.name, embedding.vectors)
-    tensors = {k: v.detach().float().cpu().contiguous() for k, v in embedding.vectors.items()}
-    metadata = {str(k): str(v) for k, v in {**embedding.metadata, "name": embedding.name}.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_embedding(embedding, Path(path), format, overwrite)
