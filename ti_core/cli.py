@@ -76,9 +76,20 @@ def cmd_inspect(args) -> int:
         if isinstance(value, dict):
             print(f"{key}:")
             for k, v in value.items():
+                if isinstance(v, dict):  # e.g. a tensor's shape, sum and norm
+                    v = ", ".join(f"{a} {b}" for a, b in v.items())
                 print(f"  {k}: {v}")
         else:
             print(f"{key}: {value}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .embeddings import load_embedding, save_embedding
+
+    embedding = load_embedding(args.input)
+    out = save_embedding(embedding, args.output, format=args.to, overwrite=args.overwrite)
+    print(f"wrote {out} ({args.to}, {embedding.num_vectors} vectors, from {embedding.source_format})")
     return 0
 
 
@@ -133,6 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--compact", action="store_true", help="with --json: on one line")
     p.set_defaults(run=cmd_inspect)
+
+    from .embedding_write import WRITE_FORMATS
+
+    p = sub.add_parser("convert", help="convert an embedding file (any format read) to another format")
+    p.add_argument("input", metavar="IN", help="embedding file: .safetensors, .pt, .bin, A1111 .png/.webp")
+    p.add_argument("output", metavar="OUT", help="file to write (an existing file is never replaced silently)")
+    p.add_argument("--to", choices=WRITE_FORMATS, default="safetensors",
+                   help="safetensors (ComfyUI/A1111/kohya; default), a1111-pt (A1111 .pt), diffusers "
+                        "({token: vectors}; a .bin OUT is a torch pickle, else .safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(run=cmd_convert)
 
     p = sub.add_parser("demo", help="the first-run demo: builds a tiny model and generates with an embedding")
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint_io import load_tensors, sniff_format
+from .checkpoint_io import checkpoint_from_pickle, load_tensors, sniff_format
 from .errors import TIError
+
+MODEL_KEY_PREFIX = "model.diffusion_model."  # UNet keys of an original-layout (A1111 / ComfyUI) checkpoint
 
 
 def tensor_stats(t: torch.Tensor) -> dict:
@@ -16,10 +18,11 @@ def tensor_stats(t: torch.Tensor) -> dict:
     return {"shape": list(t.shape), "sum": float(t64.sum()), "norm": float(t64.norm())}
 
 
-def describe_embedding(embedding, fmt: str) -> dict:
+def describe_embedding(embedding, fmt: str | None = None) -> dict:
+    """Format id, name, vector count, widths, per-key shape/sum/norm and metadata of an `Embedding`."""
     return {
         "kind": "embedding",
-        "format": fmt,
+        "format": fmt or embedding.source_format,
         "name": embedding.name,
         "vectors": embedding.num_vectors,
         "widths": {k: int(v.shape[-1]) for k, v in embedding.vectors.items()},
@@ -45,8 +48,14 @@ def describe_checkpoint(path: Path, state_dict: dict, metadata: dict) -> dict:
     }
 
 
+def _is_model(keys) -> bool:
+    return any(str(k).startswith(MODEL_KEY_PREFIX) or k == "state_dict" for k in keys)
+
+
 def inspect_path(path) -> dict:
-    from .embeddings import load_embedding
+    """Describe a model folder, a checkpoint or an embedding file (the kind is told from the content)."""
+    from .embedding_read import read_embedding_data
+    from .embeddings import embedding_from_data, name_from_path
     from .models import load_model
 
     path = Path(path)
@@ -54,15 +63,14 @@ def inspect_path(path) -> dict:
         return {"kind": "diffusers folder", **load_model(path).describe()}
     if not path.exists():
         raise TIError(f"{path}: no such file.")
-    fmt = sniff_format(path)
-    if fmt != "safetensors":
-        state_dict, metadata = load_tensors(path)
-        return describe_checkpoint(path, state_dict, metadata)
-    from safetensors import safe_open
+    if sniff_format(path) == "safetensors":
+        from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        is_model = any(k.startswith("model.diffusion_model.") for k in f.keys())
-    if is_model:
-        state_dict, metadata = load_tensors(path)
-        return describe_checkpoint(path, state_dict, metadata)
-    return describe_embedding(load_embedding(path), "safetensors")
+        with safe_open(str(path), framework="pt") as f:
+            is_model = _is_model(f.keys())
+        if is_model:
+            return describe_checkpoint(path, *load_tensors(path))
+    data, metadata, container = read_embedding_data(path)
+    if container == "pickle" and isinstance(data, dict) and _is_model(data):
+        return describe_checkpoint(path, *checkpoint_from_pickle(data, path))
+    return describe_embedding(embedding_from_data(data, name_from_path(path), path, metadata, container))
