@@ -1,0 +1,195 @@
+"""The trainer on tiny models: frozen base, resume, stop, NaN rollback, SDXL, saving and settings."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from ti_core.embeddings import load_embedding
+from ti_core.errors import SettingError
+from ti_core.train import LossProbe, TrainConfig, init_vectors, state_path_for, train
+
+
+def _images(folder, count=3, seed=0):
+    """Non-square pictures of a red disc on blue, saved as PNGs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for i in range(count):
+        w, h = rng.choice([(96, 64), (64, 96), (80, 72)])
+        image = Image.new("RGB", (w, h), (30, 40, 200))
+        x, y, r = rng.randint(20, w - 20), rng.randint(20, h - 20), rng.randint(8, 18)
+        ImageDraw.Draw(image).ellipse([x - r, y - r, x + r, y + r], fill=(220, 40, 30))
+        image.save(folder / f"img{i}.png")
+    return folder
+
+
+def _weights(model) -> dict:
+    modules = {"unet": model.unet, "vae": model.vae, **{f"te{i}": t for i, t in enumerate(model.text_encoders)}}
+    return {f"{n}.{k}": v.clone() for n, m in modules.items() for k, v in m.state_dict().items()}
+
+
+def test_only_the_new_vectors_change(tmp_path, loaded):
+    model = loaded("tiny-sd1")
+    before = _weights(model)
+    tokenizer_size = len(model.tokenizers[0])
+    result = train(model, _images(tmp_path / "img"), TrainConfig(name="disc", steps=4, init_text="red ball", vectors=2))
+    after = _weights(model)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert len(model.tokenizers[0]) == tokenizer_size
+    assert all(not p.requires_grad for p in model.unet.parameters())
+    start = init_vectors(model, "red ball", 2, torch.Generator().manual_seed(2))[0]
+    assert not torch.equal(result.embedding.vectors["emb_params"], start)
+    assert result.embedding.vectors["emb_params"].shape == (2, 32)
+    assert result.steps_done == 4 and not result.stopped and len(result.losses) == 4
+
+
+def test_init_text_is_spread_over_the_vectors(loaded):
+    model = loaded("tiny-sd1")
+    table = model.text_encoders[0].get_input_embeddings().weight
+    ids = model.tokenizers[0]("red ball on grass", add_special_tokens=False).input_ids
+    four = init_vectors(model, "red ball on grass", 2, torch.Generator())[0]
+    assert torch.allclose(four[0], table[ids[:2]].mean(0)) and torch.allclose(four[1], table[ids[2:]].mean(0))
+    three = init_vectors(model, "red", 3, torch.Generator())[0]
+    assert all(torch.equal(row, table[ids[0]]) for row in three)
+    random_init = init_vectors(model, "", 2, torch.Generator().manual_seed(0))[0]
+    assert random_init.shape == (2, 32) and float(random_init.std()) == pytest.approx(float(table.std()), rel=0.5)
+
+
+def test_same_seed_same_vectors_and_resume_is_bit_exact(tmp_path, loaded):
+    model = loaded("tiny-sd2")  # v-prediction
+    images = _images(tmp_path / "img")
+    common = dict(name="disc", vectors=2, learning_rate="1e-2:3, 5e-3", batch_size=2, crop="random", latents="resample")
+    full = train(model, images, TrainConfig(steps=6, output=str(tmp_path / "full.safetensors"), **common))
+    again = train(model, images, TrainConfig(steps=6, **common))
+    assert torch.equal(full.embedding.vectors["emb_params"], again.embedding.vectors["emb_params"])
+
+    out = tmp_path / "part.safetensors"
+    seen = []
+    first = train(model, images, TrainConfig(steps=6, output=str(out), save_every=3, **common),
+                  on_step=seen.append, should_stop=lambda: len(seen) >= 3)
+    assert first.stopped and first.steps_done == 3
+    assert load_embedding(out).metadata["step"] == "3"
+    resumed = train(model, images, TrainConfig(steps=6, output=str(out), resume=str(state_path_for(out)), **common))
+    assert resumed.steps_done == 6
+    assert torch.equal(resumed.embedding.vectors["emb_params"], full.embedding.vectors["emb_params"])
+    assert resumed.losses == full.losses
+
+
+def test_stop_keeps_a_whole_file_that_loads(tmp_path, loaded):
+    model = loaded("tiny-sd1")
+    out = tmp_path / "stopped.safetensors"
+    seen = []
+    result = train(model, _images(tmp_path / "img"), TrainConfig(name="disc", steps=50, output=str(out), save_every=2),
+                   on_step=seen.append, should_stop=lambda: len(seen) >= 3)
+    assert result.stopped and result.steps_done == 3
+    saved = load_embedding(out)
+    assert torch.equal(saved.vectors["emb_params"], result.embedding.vectors["emb_params"])
+    assert saved.metadata["step"] == "3" and saved.metadata["base_family"] == "sd1"
+    assert [s.saved for s in seen] == [None, str(out), None]
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_nan_loss_rolls_back_and_lowers_the_learning_rate(tmp_path, loaded, monkeypatch):
+    model = loaded("tiny-sd1")
+    original = type(model.unet).forward
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        out = original(self, *args, **kwargs)
+        if calls["n"] == 3:  # the third step's prediction is NaN
+            return (out[0] * float("nan"),)
+        return out
+
+    monkeypatch.setattr(type(model.unet), "forward", flaky)
+    seen = []
+    result = train(model, _images(tmp_path / "img"), TrainConfig(name="disc", steps=5, learning_rate="1e-2"),
+                   on_step=seen.append)
+    assert [math.isnan(s.loss) for s in seen] == [False, False, True, False, False]
+    assert seen[2].nan_rollbacks == 1 and result.nan_rollbacks == 1
+    assert seen[1].lr == pytest.approx(1e-2) and seen[3].lr == pytest.approx(5e-3)
+    assert torch.isfinite(result.embedding.vectors["emb_params"]).all()
+
+
+def test_sdxl_trains_both_vectors_with_micro_conditioning(tmp_path, loaded, monkeypatch):
+    model = loaded("tiny-sdxl")
+    seen_ids = []
+    original = type(model.unet).forward
+
+    def spy(self, *args, **kwargs):
+        seen_ids.append(kwargs["added_cond_kwargs"]["time_ids"].clone())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model.unet), "forward", spy)
+    images = _images(tmp_path / "img", count=1)
+    width, height = Image.open(images / "img0.png").size
+    result = train(model, images, TrainConfig(name="disc", steps=3, init_text="red", crop="random"))
+    start = init_vectors(model, "red", 1, torch.Generator())
+    vectors = result.embedding.vectors
+    assert set(vectors) == {"clip_l", "clip_g"} and vectors["clip_g"].shape == (1, 64)
+    assert not torch.equal(vectors["clip_l"], start[0]) and not torch.equal(vectors["clip_g"], start[1])
+    for ids in seen_ids:  # (original h, w, crop top, left, target h, w): the true size and the crop offsets
+        h, w, top, left, th, tw = ids[0].tolist()
+        assert (h, w, th, tw) == (height, width, 64, 64)
+        assert top % 2 == 0 and left % 2 == 0 and top + 64 <= 64 * height / min(width, height) + 1
+
+
+def test_previews_and_step_info(tmp_path, loaded):
+    model = loaded("tiny-sd1")
+    seen = []
+    train(model, _images(tmp_path / "img"), TrainConfig(name="disc", steps=4, preview_every=2, preview_steps=2),
+          on_step=seen.append)
+    assert [s.preview is not None for s in seen] == [False, True, False, True]
+    assert seen[1].preview.shape == (1, 64, 64, 3)
+    info = seen[-1]
+    assert info.step == 4 and info.steps == 4 and info.eta == pytest.approx(0.0)
+    assert len(info.vector_norms) == 1 and len(info.vector_norms[0]) == 1 and info.elapsed > 0
+    assert math.isfinite(info.smoothed_loss)
+
+
+def test_pad_crop_alpha_weight_and_templates_run(tmp_path, loaded):
+    model = loaded("tiny-sd1")
+    folder = tmp_path / "img"
+    folder.mkdir()
+    rgba = Image.new("RGBA", (80, 48), (0, 0, 0, 0))
+    ImageDraw.Draw(rgba).ellipse([20, 8, 52, 40], fill=(200, 30, 30, 255))
+    rgba.save(folder / "cut.png")
+    (folder / "cut.txt").write_text("a red disc cut out")
+    template = tmp_path / "t.txt"
+    template.write_text("a picture of [name], [filewords]\n")
+    result = train(model, folder, TrainConfig(name="disc", steps=2, crop="pad", use_alpha=True, template=str(template)))
+    assert result.steps_done == 2 and all(math.isfinite(x) for x in result.losses)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"steps": 0}, "steps 0"),
+    ({"vectors": 0}, "vectors 0 must be 1 to 75"),
+    ({"vectors": 76}, "vectors 76"),
+    ({"resolution": 100}, "resolution 100 must be a positive multiple of 8"),
+    ({"learning_rate": "5e-3:100, oops"}, "piece 2"),
+    ({"crop": "stretch"}, "crop 'stretch'"),
+])
+def test_bad_settings_fail_before_any_work(changes, message, tmp_path, loaded):
+    with pytest.raises(SettingError, match=message):
+        train(loaded("tiny-sd1"), tmp_path / "never-read", TrainConfig(name="x", **changes))
+
+
+def test_existing_output_is_never_overwritten(tmp_path, loaded):
+    out = tmp_path / "taken.safetensors"
+    out.write_bytes(b"precious")
+    with pytest.raises(SettingError, match="already exists"):
+        train(loaded("tiny-sd1"), _images(tmp_path / "img"), TrainConfig(name="x", steps=1, output=str(out)))
+    assert out.read_bytes() == b"precious"
+
+
+def test_loss_probe_is_deterministic(tmp_path, loaded):
+    model = loaded("tiny-sd1")
+    probe = LossProbe(model, _images(tmp_path / "img"), TrainConfig(name="x", crop="center"), samples=4)
+    v = init_vectors(model, "red", 1, torch.Generator())
+    assert probe.loss(v) == probe.loss(v)
+    assert probe.loss(v) != probe.loss([v[0] * 3])

@@ -1,0 +1,82 @@
+"""Resume states: everything a run needs to continue bit-exactly, as safetensors + JSON (never a pickle)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_write
+from .errors import SettingError
+
+STATE_KEY = "ti_core.train_state"
+VERSION = 1
+
+
+@dataclass
+class TrainState:
+    name: str
+    step: int
+    vectors: list  # per text encoder, [n, D] fp32
+    optimizer: dict  # torch optimizer state_dict (AdamW)
+    rng: tuple  # random.Random.getstate()
+    generator: torch.Tensor  # torch.Generator.get_state()
+    lr_scale: float = 1.0
+    nan_rollbacks: int = 0
+    smoothed: float | None = None
+    losses: list = field(default_factory=list)
+
+
+def save_state(path, state: TrainState) -> Path:
+    from safetensors.torch import save_file
+
+    tensors = {f"vector.{i}": v.detach().float().cpu().contiguous() for i, v in enumerate(state.vectors)}
+    tensors["generator"] = state.generator.clone()
+    scalars = {}
+    for pid, entries in state.optimizer["state"].items():
+        for name, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    version, internal, gauss = state.rng
+    meta = {
+        "version": VERSION, "name": state.name, "step": state.step, "lr_scale": state.lr_scale,
+        "nan_rollbacks": state.nan_rollbacks, "smoothed": state.smoothed, "losses": state.losses,
+        "rng": [version, list(internal), gauss], "param_groups": state.optimizer["param_groups"],
+        "optimizer_scalars": scalars, "vectors": len(state.vectors),
+    }
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={STATE_KEY: json.dumps(meta)}))
+
+
+def load_state(path) -> TrainState:
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise SettingError(f"{path}: no such resume state. It is written beside the embedding as NAME.state.safetensors.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})[STATE_KEY])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise SettingError(f"{path}: not a ti_core resume state ({e}).") from None
+    if meta.get("version") != VERSION:
+        raise SettingError(f"{path}: resume state version {meta.get('version')} is not supported (expected {VERSION}).")
+    optim_state = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, pid, name = key.split(".", 2)
+            optim_state.setdefault(int(pid), {})[name] = value
+    for pid, entries in meta["optimizer_scalars"].items():
+        optim_state.setdefault(int(pid), {}).update(entries)
+    version, internal, gauss = meta["rng"]
+    return TrainState(
+        name=meta["name"], step=meta["step"],
+        vectors=[tensors[f"vector.{i}"] for i in range(meta["vectors"])],
+        optimizer={"state": optim_state, "param_groups": meta["param_groups"]},
+        rng=(version, tuple(internal), gauss), generator=tensors["generator"],
+        lr_scale=meta["lr_scale"], nan_rollbacks=meta["nan_rollbacks"], smoothed=meta["smoothed"], losses=meta["losses"],
+    )
