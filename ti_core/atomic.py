@@ -3,26 +3,49 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
+
+from .errors import TIError
 
 
-def atomic_write(path, write: Callable[[str], None]) -> Path:
-    """Call `write(tmp_path)`, fsync the result, then rename it over `path` (same folder, so the rename is atomic).
+def _default_exists(path: Path) -> Exception:
+    return TIError(f"{path} already exists; choose another name or allow replacing it.")
 
-    On any failure the temporary file is removed and `path` is untouched.
-    """
+
+def atomic_write(path, write: Callable[[BinaryIO], None], *, overwrite: bool,
+                 exists_error: Callable[[Path], Exception] = _default_exists) -> Path:
+    """`write(file)` to a temporary file beside `path`, fsync, then move it to `path` (an atomic rename in the same
+    folder). On any failure the temporary file is removed and `path` is untouched. Refuses to replace an existing
+    file unless `overwrite`, raising `exists_error(path)`."""
     path = Path(path)
+    if path.exists() and not overwrite:
+        raise exists_error(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.partial")
+    # Created here rather than by a library, so the user's umask applies (safetensors writes mode 0600).
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
-        write(tmp)
-        with open(tmp, "rb") as f:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        _move_into_place(tmp, path, overwrite, exists_error)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
     return path
+
+
+def _move_into_place(tmp: str, path: Path, overwrite: bool, exists_error) -> None:
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # fails if a file appeared meanwhile: never replaces one
+    except FileExistsError:
+        raise exists_error(path) from None
+    except OSError:  # the file system has no hard links
+        if path.exists():
+            raise exists_error(path) from None
+        os.replace(tmp, path)

@@ -12,13 +12,12 @@ crash never leaves half a file under the real name. An existing file is replaced
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 import torch
 
+from .atomic import atomic_write
 from .errors import EmbeddingError
 
 WRITE_FORMATS = ("safetensors", "a1111-pt", "diffusers")
@@ -30,42 +29,7 @@ def write_embedding(embedding, path: Path, fmt: str, overwrite: bool) -> Path:
     if fmt not in writers:
         raise EmbeddingError(f"embedding format {fmt!r} is not one of {', '.join(WRITE_FORMATS)}.")
     write = writers[fmt](embedding, path)
-    return atomic_write(path, write, overwrite)
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None], overwrite: bool) -> Path:
-    """`write(file)` to a temporary file beside `path`, fsync, then move it to `path`; refuses to replace a
-    file unless `overwrite`."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise _exists(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.partial")
-    # Created here rather than by a library, so the user's umask applies (safetensors writes mode 0600).
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        _move_into_place(tmp, path, overwrite)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
-def _move_into_place(tmp: str, path: Path, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)  # fails if a file appeared meanwhile: never replaces one
-    except FileExistsError:
-        raise _exists(path) from None
-    except OSError:  # the file system has no hard links
-        if path.exists():
-            raise _exists(path) from None
-        os.replace(tmp, path)
+    return atomic_write(path, write, overwrite=overwrite, exists_error=_exists)
 
 
 def _exists(path: Path) -> EmbeddingError:

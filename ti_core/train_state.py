@@ -30,7 +30,7 @@ class TrainState:
 
 
 def save_state(path, state: TrainState) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {f"vector.{i}": v.detach().float().cpu().contiguous() for i, v in enumerate(state.vectors)}
     tensors["generator"] = state.generator.clone()
@@ -48,7 +48,8 @@ def save_state(path, state: TrainState) -> Path:
         "rng": [version, list(internal), gauss], "param_groups": state.optimizer["param_groups"],
         "optimizer_scalars": scalars, "vectors": len(state.vectors),
     }
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={STATE_KEY: json.dumps(meta)}))
+    data = save(tensors, metadata={STATE_KEY: json.dumps(meta)})
+    return atomic_write(path, lambda f: f.write(data), overwrite=True)
 
 
 def load_state(path) -> TrainState:
