@@ -13,6 +13,7 @@ import pickletools
 import re
 import struct
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -71,6 +72,47 @@ def read_safetensors(path: Path, error: type = ModelLoadError) -> tuple[dict, di
         return load_file(str(path)), read_safetensors_metadata(path)
     except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as e:
         raise error(f"{path}: corrupt or truncated .safetensors file ({e}). Download it again.") from None
+
+
+class LazySafetensors(Mapping):
+    """A .safetensors file as a read-only mapping that reads (and casts floats to `dtype`) one tensor per lookup.
+
+    Converting a checkpoint through it never holds the file's full-precision copy in memory: loading an fp32
+    SD1.5 file as bf16 peaks near the bf16 model's size instead of the fp32 file's plus the model's.
+    """
+
+    def __init__(self, path: Path, dtype: torch.dtype | None, error: type = ModelLoadError):
+        from safetensors import SafetensorError, safe_open
+
+        self.path, self.dtype, self.error = path, dtype, error
+        try:
+            self._file = safe_open(str(path), framework="pt")
+            self._keys = list(self._file.keys())
+        except (SafetensorError, ValueError, OSError) as e:
+            raise error(f"{path}: corrupt or truncated .safetensors file ({e}). Download it again.") from None
+        self._index = set(self._keys)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        from safetensors import SafetensorError
+
+        if key not in self._index:
+            raise KeyError(key)
+        try:
+            tensor = self._file.get_tensor(key)
+        except (SafetensorError, ValueError, OSError) as e:
+            raise self.error(f"{self.path}: corrupt or truncated .safetensors file ({e}). Download it again.") from None
+        if self.dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(self.dtype)
+        return tensor
+
+    def __contains__(self, key) -> bool:
+        return key in self._index
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 # Globals of plain tensor data; any other global a refused pickle names is reported to the user.
@@ -162,8 +204,10 @@ def checkpoint_from_pickle(obj, path: Path) -> tuple[dict, dict]:
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, metadata
 
 
-def load_tensors(path: str | Path) -> tuple[dict, dict]:
-    """-> (state_dict of tensors, metadata) from a .safetensors or torch checkpoint, detected from content."""
+def load_tensors(path: str | Path, lazy_dtype: torch.dtype | None = None) -> tuple[Mapping, dict]:
+    """-> (state_dict of tensors, metadata) from a .safetensors or torch checkpoint, detected from content.
+
+    With `lazy_dtype`, a .safetensors file is returned as a `LazySafetensors` that casts to that dtype."""
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file. Check the path (and that the checkpoint finished downloading).")
@@ -171,6 +215,8 @@ def load_tensors(path: str | Path) -> tuple[dict, dict]:
         raise ModelLoadError(f"{path}: is a folder, not a checkpoint file.")
     kind = sniff_format(path)
     if kind == "safetensors":
+        if lazy_dtype is not None:
+            return LazySafetensors(path, lazy_dtype), read_safetensors_metadata(path)
         return read_safetensors(path)
     if kind in ("zip", "pickle"):
         return checkpoint_from_pickle(load_pickle(path), path)

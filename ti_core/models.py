@@ -180,7 +180,7 @@ def load_model(path, *, dtype="fp32", device="cpu", family=None, prediction_type
 def _load_single_file(path: Path, dtype, family, prediction_type) -> SDModel:
     from .ldm_keys import ldm_to_diffusers
 
-    state_dict, metadata = load_tensors(path)
+    state_dict, metadata = load_tensors(path, lazy_dtype=dtype)
     detected = detect_family(state_dict, path)
     family = family or detected
     prediction_type = prediction_type or detect_prediction_type(state_dict, family)
@@ -215,9 +215,9 @@ def _load_folder(path: Path, dtype, family, prediction_type) -> SDModel:
     prediction_type = prediction_type or scheduler_cfg.get("prediction_type", "epsilon")
     arch = Arch(path.name, family, prediction_type, unet_cfg, vae_cfg, tuple(text_cfgs), scheduler_cfg)
     parts = {
-        "unet": _read_weights(path / "unet"),
-        "vae": _read_weights(path / "vae"),
-        "text_encoders": tuple(_read_weights(path / n) for n in encoder_dirs),
+        "unet": _read_weights(path / "unet", dtype),
+        "vae": _read_weights(path / "vae", dtype),
+        "text_encoders": tuple(_read_weights(path / n, dtype) for n in encoder_dirs),
     }
     tokenizers = []
     for i, name in enumerate(["tokenizer", "tokenizer_2"][: len(encoder_dirs)]):
@@ -234,7 +234,7 @@ def _read_config(folder: Path, name: str = "config.json") -> dict:
         raise ModelLoadError(f"{folder / name}: missing or unreadable config ({e}).") from None
 
 
-def _read_weights(folder: Path) -> dict:
+def _read_weights(folder: Path, dtype: torch.dtype) -> dict:
     """The tensors of one diffusers component folder: safetensors (single, sharded or an fp16 variant) or .bin."""
     index = sorted(folder.glob("*.safetensors.index.json"))
     if index:
@@ -247,7 +247,7 @@ def _read_weights(folder: Path) -> dict:
         raise ModelLoadError(f"{folder}: no weights (*.safetensors or *.bin) in this component folder.")
     state_dict = {}
     for f in files:
-        state_dict.update(load_tensors(f)[0])
+        state_dict.update(load_tensors(f, lazy_dtype=dtype)[0])  # cast per tensor: no full-precision copy
     return state_dict
 
 
