@@ -57,12 +57,18 @@ def test_inspect_checkpoint(single_file, capsys):
     assert (info["family"], info["prediction_type"], info["architecture"]) == ("sd2", "v_prediction", "tiny-sd2")
 
 
-def test_demo_writes_images_and_reports_an_exact_splice(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--json"]) == 0
+def test_demo_trains_and_samples_with_the_result(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["max_conditioning_difference"] == 0.0
-    assert report["images_identical"] is True
-    assert all(Path(f).is_file() for files in report["files"].values() for f in files)
+    assert report["splice_max_difference"] == 0.0
+    assert report["training"]["steps"] == 40
+    assert Path(report["training"]["embedding"]).is_file()
+    assert len(report["samples"]) == 2 and all(Path(f).is_file() for f in report["samples"])
+    assert main(["demo", "--out", str(out), "--json"]) == 0  # a second run keeps the first run's files
+    again = json.loads(capsys.readouterr().out)
+    assert again["training"]["embedding"] != report["training"]["embedding"]
+    assert Path(report["training"]["embedding"]).is_file()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -74,45 +74,57 @@ def read_safetensors(path: Path, error: type = ModelLoadError) -> tuple[dict, di
         raise error(f"{path}: corrupt or truncated .safetensors file ({e}). Download it again.") from None
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
 class LazySafetensors(Mapping):
     """A .safetensors file as a read-only mapping that reads (and casts floats to `dtype`) one tensor per lookup.
 
-    Converting a checkpoint through it never holds the file's full-precision copy in memory: loading an fp32
-    SD1.5 file as bf16 peaks near the bf16 model's size instead of the fp32 file's plus the model's.
+    Tensors are read with plain file reads, not a memory map, so the file's pages never count toward this
+    process's memory: loading an fp32 SD1.5 file as bf16 peaks near the bf16 model's size.
     """
 
     def __init__(self, path: Path, dtype: torch.dtype | None, error: type = ModelLoadError):
-        from safetensors import SafetensorError, safe_open
-
         self.path, self.dtype, self.error = path, dtype, error
         try:
-            self._file = safe_open(str(path), framework="pt")
-            self._keys = list(self._file.keys())
-        except (SafetensorError, ValueError, OSError) as e:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+            header.pop("__metadata__", None)
+            self._entries = {}
+            for key, entry in header.items():
+                begin, end = entry["data_offsets"]
+                if entry["dtype"] not in _SAFETENSORS_DTYPES:
+                    raise ValueError(f"tensor {key} has unsupported dtype {entry['dtype']}")
+                if not 0 <= begin <= end or 8 + n + end > size:
+                    raise ValueError(f"tensor {key} lies past the end of the file ({size} bytes)")
+                self._entries[key] = (_SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"]), 8 + n + begin, end - begin)
+        except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
             raise error(f"{path}: corrupt or truncated .safetensors file ({e}). Download it again.") from None
-        self._index = set(self._keys)
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        from safetensors import SafetensorError
-
-        if key not in self._index:
-            raise KeyError(key)
-        try:
-            tensor = self._file.get_tensor(key)
-        except (SafetensorError, ValueError, OSError) as e:
-            raise self.error(f"{self.path}: corrupt or truncated .safetensors file ({e}). Download it again.") from None
+        dtype, shape, offset, length = self._entries[key]
+        raw = bytearray(length)
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            got = f.readinto(raw)
+        if got != length:
+            raise self.error(f"{self.path}: truncated .safetensors file (tensor {key}). Download it again.")
+        tensor = torch.frombuffer(raw, dtype=dtype) if length else torch.empty(0, dtype=dtype)
+        tensor = tensor.reshape(shape)
         if self.dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(self.dtype)
         return tensor
 
-    def __contains__(self, key) -> bool:
-        return key in self._index
-
     def __iter__(self):
-        return iter(self._keys)
+        return iter(self._entries)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._entries)
 
 
 # Globals of plain tensor data; any other global a refused pickle names is reported to the user.
