@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 
 from .errors import ImageSetError, SettingError
+from .textfile import read_user_text
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CAPTION_EXTENSION = ".txt"
@@ -140,14 +141,7 @@ def read_caption(image_path: Path) -> str:
     caption_path = Path(image_path).with_suffix(CAPTION_EXTENSION)
     if not caption_path.is_file():
         return ""
-    try:
-        return caption_path.read_text(encoding="utf-8-sig").strip()
-    except UnicodeDecodeError as exc:
-        raise ImageSetError(
-            f"caption file {caption_path} is not UTF-8 text (byte {exc.start}: {exc.reason}); re-save it as UTF-8."
-        ) from exc
-    except OSError as exc:
-        raise ImageSetError(f"cannot read caption file {caption_path}: {exc.strerror or exc}.") from exc
+    return read_user_text(caption_path, "caption file", ImageSetError).strip()
 
 
 def load_images(folder) -> tuple[list[SourceImage], list[str]]:

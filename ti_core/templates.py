@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from .errors import SettingError
+from .textfile import read_user_text
 
 NAME = "[name]"
 FILEWORDS = "[filewords]"
@@ -107,14 +108,7 @@ def _read(path: Path) -> str:
         raise SettingError(f"template file {path} does not exist; {legal}.")
     if path.is_dir():
         raise SettingError(f"template {path} is a folder; {legal}.")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SettingError(
-            f"template file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); re-save it as UTF-8."
-        ) from exc
-    except OSError as exc:
-        raise SettingError(f"cannot read template file {path}: {exc.strerror or exc}.") from exc
+    return read_user_text(path, "template file", SettingError)
 
 
 def render(template: str, word: str, caption: str = "") -> str:
