@@ -193,3 +193,23 @@ def test_loss_probe_is_deterministic(tmp_path, loaded):
     v = init_vectors(model, "red", 1, torch.Generator())
     assert probe.loss(v) == probe.loss(v)
     assert probe.loss(v) != probe.loss([v[0] * 3])
+
+
+def test_gradient_checkpointing_gives_the_same_vectors(tmp_path, loaded):
+    model = loaded("tiny-sd1")
+    images = _images(tmp_path / "img")
+    plain = train(model, images, TrainConfig(name="d", steps=3, crop="center"))
+    checkpointed = train(model, images, TrainConfig(name="d", steps=3, crop="center", gradient_checkpointing=True))
+    assert torch.allclose(plain.embedding.vectors["emb_params"], checkpointed.embedding.vectors["emb_params"], atol=1e-6)
+    assert not model.unet.is_gradient_checkpointing  # switched back off for the caller
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_half_precision_models_train_fp32_vectors(dtype, tmp_path, model_dir):
+    from ti_core.models import load_model
+
+    model = load_model(model_dir("tiny-sd1"), dtype=dtype)
+    result = train(model, _images(tmp_path / "img"), TrainConfig(name="d", steps=3))
+    vectors = result.embedding.vectors["emb_params"]
+    assert vectors.dtype == torch.float32 and torch.isfinite(vectors).all()
+    assert all(math.isfinite(x) for x in result.losses)
