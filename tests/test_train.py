@@ -213,3 +213,36 @@ def test_half_precision_models_train_fp32_vectors(dtype, tmp_path, model_dir):
     vectors = result.embedding.vectors["emb_params"]
     assert vectors.dtype == torch.float32 and torch.isfinite(vectors).all()
     assert all(math.isfinite(x) for x in result.losses)
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("../evil", "path separator"), ("a/b", "path separator"), ("my cat", "whitespace"), ("CON", "reserved"),
+    ("nul.txt", "reserved"), ("", "empty"), (".hidden", "dot"),
+])
+def test_unsafe_names_are_refused_before_any_work(name, reason, tmp_path, loaded):
+    from ti_core.errors import EmbeddingError
+
+    with pytest.raises(EmbeddingError, match=reason):
+        train(loaded("tiny-sd1"), tmp_path / "never-read", TrainConfig(name=name))
+
+
+def test_read_only_output_folder_is_caught_before_training(tmp_path, loaded, monkeypatch):
+    """Root may write anywhere, so the folder's refusal is simulated where the trainer probes it."""
+    import pathlib
+
+    def refuse(self, data):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", refuse)
+    seen = []
+    with pytest.raises(SettingError, match="cannot write to .*ro \\(Permission denied\\)"):
+        train(loaded("tiny-sd1"), _images_no_write(tmp_path), TrainConfig(name="x", steps=1,
+              output=str(tmp_path / "ro" / "x.safetensors")), on_step=seen.append)
+    assert seen == []  # not a single step ran
+
+
+def _images_no_write(tmp_path):
+    from ti_core.data import SourceImage
+
+    image = Image.new("RGB", (80, 64), (200, 30, 30))
+    return [SourceImage(path=None, rgb=image, alpha=None)]

@@ -99,6 +99,34 @@ def check_vectors(name: str, vectors: dict) -> None:
         raise EmbeddingError(f"embedding {name!r} has more than {MAX_VECTORS} vectors; a prompt chunk holds 75.")
 
 
+_RESERVED_NAMES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+def check_name(name: str) -> str:
+    """`name` if it is safe as a file name in every OS and usable as `embedding:name`; else an error saying why."""
+    problems = []
+    if not name or not name.strip():
+        problems.append("it is empty")
+    if any(c in name for c in '/\\:*?"<>|') or ".." in name:
+        problems.append("it contains a path separator, '..' or one of : * ? \" < > |")
+    if any(c.isspace() for c in name):
+        problems.append("it contains whitespace (embedding:NAME ends at the first space)")
+    if any(ord(c) < 32 for c in name):
+        problems.append("it contains control characters")
+    if name.split(".")[0].lower() in _RESERVED_NAMES:
+        problems.append("it is a reserved device name on Windows")
+    if name.startswith(".") or name.endswith("."):
+        problems.append("it starts or ends with a dot")
+    if len(name.encode()) > 200:
+        problems.append("it is longer than 200 bytes")
+    if problems:
+        raise EmbeddingError(
+            f"embedding name {name!r} cannot be used: {'; '.join(problems)}. "
+            "Use letters, digits, '-' and '_' (e.g. my-cat_v2)."
+        )
+    return name
+
+
 def name_from_path(path) -> str:
     path = Path(path)
     return path.name[: -len(path.suffix)] if path.suffix.lower() in EXTENSIONS else path.name

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__, latents, templates
-from .embeddings import MAX_VECTORS, Embedding, save_embedding
+from .embeddings import MAX_VECTORS, Embedding, check_name, save_embedding
 from .errors import SettingError
 from .prompt import chunk_ids, encode_pair, prompt_chunks, run_encoder
 from .schedule import parse_lr
@@ -71,8 +71,8 @@ class TrainConfig:
             (self.save_every >= 0 and self.preview_every >= 0, "save_every and preview_every must be 0 or more"),
             (self.max_grad_norm > 0, f"max_grad_norm {self.max_grad_norm} must be positive"),
             (0 < self.nan_lr_factor < 1, f"nan_lr_factor {self.nan_lr_factor} must be between 0 and 1"),
-            (bool(self.name.strip()), "the embedding needs a name"),
         ]
+        check_name(self.name)
         for ok, message in checks:
             if not ok:
                 raise SettingError(message + ".")
@@ -185,10 +185,24 @@ def train(model, images, config: TrainConfig, on_step: Callable[[StepInfo], None
     config.validate()
     images = _as_images(images)
     output = Path(config.output) if config.output else None
-    if output is not None and output.exists() and not config.resume:
-        raise SettingError(f"{output} already exists; choose another name, delete it, or resume from its state.")
+    if output is not None:
+        check_output(output, resuming=bool(config.resume))
     with torch.inference_mode(False), torch.enable_grad():
         return _Trainer(model, images, config, output).run(on_step, should_stop)
+
+
+def check_output(output: Path, resuming: bool) -> None:
+    """Fail before training if the embedding could not be saved: name taken, or folder not writable."""
+    if output.exists() and not resuming:
+        raise SettingError(f"{output} already exists; choose another name, delete it, or resume from its state.")
+    folder = output.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".{output.name}.write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise SettingError(f"cannot write to {folder} ({e.strerror or e}); choose a folder you can write to.") from None
 
 
 def _as_images(images) -> list:

@@ -41,7 +41,7 @@ def cmd_train(args) -> int:
     from . import data
     from .models import load_model
     from .sample import to_pil
-    from .train import TrainConfig, train
+    from .train import TrainConfig, check_output, train
 
     out = Path(args.out)
     config = TrainConfig(
@@ -54,10 +54,7 @@ def cmd_train(args) -> int:
     images, warnings = data.load_images(args.images)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if out.exists() and not args.resume:
-        from .errors import SettingError
-
-        raise SettingError(f"{out} already exists; choose another --out, delete it, or --resume its state.")
+    check_output(out, resuming=bool(args.resume))
     model = load_model(args.model, dtype=args.precision, device=args.device)
     previews = out.with_name(out.name.rsplit(".", 1)[0] + "_previews")
     bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True)
