@@ -246,3 +246,37 @@ def _images_no_write(tmp_path):
 
     image = Image.new("RGB", (80, 64), (200, 30, 30))
     return [SourceImage(path=None, rgb=image, alpha=None)]
+
+
+class _InfGradient(torch.autograd.Function):
+    """Identity forward; an infinite gradient backward (what an fp16 overflow looks like)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+def test_fp16_overflow_halves_the_loss_scale_without_rollback(tmp_path, model_dir, monkeypatch):
+    from ti_core.models import load_model
+
+    model = load_model(model_dir("tiny-sd1"), dtype="fp16")
+    original = type(model.unet).forward
+    calls = {"n": 0}
+
+    def overflowing(self, *args, **kwargs):
+        calls["n"] += 1
+        out = original(self, *args, **kwargs)
+        if calls["n"] == 2:  # gradients of the second step overflow (inf), the loss itself stays finite
+            return (_InfGradient.apply(out[0]),)
+        return out
+
+    monkeypatch.setattr(type(model.unet), "forward", overflowing)
+    seen = []
+    result = train(model, _images(tmp_path / "img"), TrainConfig(name="d", steps=3), on_step=seen.append)
+    assert math.isnan(seen[1].loss) and result.nan_rollbacks == 0
+    assert seen[2].lr == pytest.approx(5e-3)  # the learning rate is not lowered for an overflow
+    assert torch.isfinite(result.embedding.vectors["emb_params"]).all()

@@ -230,6 +230,9 @@ class _Trainer:
                                                                      torch.Generator().manual_seed(config.seed + 2))]
         self.optimizer = torch.optim.AdamW(self.params, lr=self.schedule.at(0), weight_decay=config.weight_decay)
         self.step, self.lr_scale, self.nan_rollbacks, self.smoothed, self.losses = 0, 1.0, 0, None, []
+        # fp16 activations can underflow small gradients to zero; scale the loss up (and the gradients back
+        # down), as mixed-precision training does. bf16 and fp32 have fp32's range and need no scaling.
+        self.loss_scale = 2.0**12 if model.dtype == torch.float16 else 1.0
         self.layouts = {}
         self.probe = Embedding(config.name, self._vector_dict())
         from diffusers import DDPMScheduler
@@ -309,9 +312,17 @@ class _Trainer:
         total = 0.0
         for _ in range(self.config.grad_accum):
             loss = self._loss()
-            (loss / self.config.grad_accum).backward()
+            (loss * self.loss_scale / self.config.grad_accum).backward()
             total += float(loss.detach()) / self.config.grad_accum
+        if self.loss_scale != 1.0:
+            for p in self.params:
+                p.grad.div_(self.loss_scale)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
+        if math.isfinite(total) and not torch.isfinite(grad_norm) and self.loss_scale > 1.0:
+            # fp16 gradients overflowed at this loss scale: skip the step and halve the scale (as AMP does);
+            # the vectors are untouched, so this is no rollback and the learning rate stays.
+            self.loss_scale /= 2
+            return float("nan")
         if not (math.isfinite(total) and torch.isfinite(grad_norm)):
             self._rollback()
             return float("nan")
@@ -347,6 +358,7 @@ class _Trainer:
             name=self.config.name, step=self.step, vectors=[p.detach() for p in self.params],
             optimizer=self.optimizer.state_dict(), rng=self.rng.getstate(), generator=self.generator.get_state(),
             lr_scale=self.lr_scale, nan_rollbacks=self.nan_rollbacks, smoothed=self.smoothed, losses=self.losses,
+            loss_scale=self.loss_scale,
         ))
         return self.output
 
@@ -364,6 +376,7 @@ class _Trainer:
         self.rng.setstate(state.rng)
         self.generator.set_state(state.generator)
         self.step, self.lr_scale, self.nan_rollbacks = state.step, state.lr_scale, state.nan_rollbacks
+        self.loss_scale = state.loss_scale
         self.smoothed, self.losses = state.smoothed, list(state.losses)
 
     # -- run --------------------------------------------------------------------------------------------
