@@ -1,0 +1,137 @@
+"""Train an embedding in-process, with ComfyUI's progress bar, live loss/preview events and Cancel."""
+
+from __future__ import annotations
+
+from . import comfy_adapter as comfy
+
+CATEGORY = "textual_inversion"
+
+
+def embedding_output(name: str):
+    """models/embeddings/<name>.safetensors, so `embedding:<name>` works at once in ComfyUI's CLIPTextEncode."""
+    from .safe_paths import resolve_inside
+
+    return resolve_inside(comfy.folder_paths_for("embeddings")[0], name.strip() + ".safetensors")
+
+
+def resume_state(output, resume: bool):
+    """The resume state to continue from, or None for a fresh run. Never replaces a file silently."""
+    from ..ti_core.errors import SettingError
+    from ..ti_core.train import state_path_for
+
+    state = state_path_for(output)
+    if not output.exists():
+        return str(state) if resume and state.exists() else None
+    if not resume:
+        raise SettingError(f"{output} already exists; choose another name, delete the file, or switch resume on.")
+    if not state.exists():
+        raise SettingError(f"cannot resume {output.name}: its resume state {state.name} is missing.")
+    return str(state)
+
+
+class StepReporter:
+    """on_step for ti_core.train: progress bar (with previews), browser events, status table."""
+
+    def __init__(self, node_id, name: str, progress):
+        self.node_id, self.name, self.progress = node_id, name, progress
+        self.smoothed: list = []
+
+    def __call__(self, info) -> None:
+        from ..ti_core.sample import to_pil
+
+        from . import status
+        from .convert import png_base64
+
+        self.smoothed.append(info.smoothed_loss)
+        preview = to_pil(info.preview)[0] if info.preview is not None else None
+        self.progress.update(info.step, preview)
+        fields = dict(name=self.name, state="training", step=info.step, steps=info.steps, loss=info.loss,
+                      smoothed_loss=info.smoothed_loss, lr=info.lr, eta=info.eta, saved=info.saved)
+        status.report(self.node_id, **fields)
+        comfy.send_event("progress", {"node": self.node_id, **fields})
+        if preview is not None:
+            comfy.send_event("preview", {"node": self.node_id, "step": info.step, "image": png_base64(preview)})
+
+
+def save_temp_png(img, prefix: str) -> dict:
+    """Write a PNG into ComfyUI's temp folder; the dict is what a node's ui "images" entry shows."""
+    import uuid
+
+    folder = comfy.temp_directory()
+    folder.mkdir(parents=True, exist_ok=True)
+    filename = f"{prefix}_{uuid.uuid4().hex[:12]}.png"
+    img.save(folder / filename)
+    return {"filename": filename, "subfolder": "", "type": "temp"}
+
+
+class TITrainEmbedding:
+    DESCRIPTION = ("Teach the model a new word from a few pictures (textual inversion): only the word's vectors "
+                   "are trained; the model stays unchanged. Saves models/embeddings/<name>.safetensors (usable as "
+                   "`embedding:<name>` in any prompt) every `save_every` steps and at the end. Cancel stops and "
+                   "keeps the vectors learned so far; resume continues from the saved state.")
+    CATEGORY = CATEGORY
+    FUNCTION = "train"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("TI_EMBEDDING", "IMAGE")
+    RETURN_NAMES = ("embedding", "loss_chart")
+    OUTPUT_TOOLTIPS = ("The trained embedding (also saved to models/embeddings).", "The loss curve as an image.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from ..ti_core.train import TrainConfig as C
+
+        def integer(default, low, high, tip, step=1):
+            return ("INT", {"default": default, "min": low, "max": high, "step": step, "tooltip": tip})
+
+        return {"required": {
+            "model": ("TI_MODEL", {"tooltip": "The model to learn the word for (TILoadModel)."}),
+            "images": ("TI_IMAGES", {"tooltip": "The pictures of the concept (TILoadImages); 3-5 is typical."}),
+            "name": ("STRING", {"default": "demo-disc", "tooltip": "The new word (`embedding:name`) and file name."}),
+            "init_text": ("STRING", {"default": "red ball", "tooltip": "Words to start from, close to the concept "
+                                     "(e.g. 'cat toy'); empty = small random vectors."}),
+            "vectors": integer(C.vectors, 1, 75, "Vectors (tokens) of the word: 1 for an object, 2-8 for styles."),
+            "steps": integer(40, 1, 100000, "Optimizer steps in total (counting steps done before a resume)."),
+            "learning_rate": ("STRING", {"default": "1e-2", "tooltip": "A number, or a schedule as in A1111: "
+                                         "'5e-3:100, 1e-3:1000, 1e-5' (rate:until step, ...)."}),
+            "batch_size": integer(C.batch_size, 1, 64, "Pictures per forward pass (memory grows with it)."),
+            "grad_accum": integer(C.grad_accum, 1, 256, "Forward passes per optimizer step (effective batch = "
+                                                        "batch_size x grad_accum)."),
+            "template": ("STRING", {"default": C.template, "tooltip": "Training prompts: object, style, or the "
+                                    "path of an A1111 template file with [name] and [filewords]."}),
+            "crop": (["random", "center", "pad"], {"default": C.crop, "tooltip": "How pictures become squares: "
+                     "a new random crop each step, the centre, or the whole picture padded. Never stretched."}),
+            "resolution": integer(0, 0, 4096, "Training size in pixels (multiple of 8); 0 = the model's own.", 8),
+            "save_every": integer(20, 0, 100000, "Save the embedding and resume state every N steps (0 = end only)."),
+            "preview_every": integer(0, 0, 100000, "Draw a preview ('a photo of [name]', fixed seed) every N "
+                                                   "steps (0 = none; each costs a sampling run)."),
+            "seed": integer(C.seed, 0, 0xFFFFFFFFFFFFFFFF, "Seed of everything random in training."),
+            "resume": ("BOOLEAN", {"default": False, "tooltip": "Continue from <name>.state.safetensors if the "
+                                   "embedding exists (off: an existing file is an error, never overwritten)."}),
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def train(self, model, images, name, init_text, vectors, steps, learning_rate, batch_size, grad_accum,
+              template, crop, resolution, save_every, preview_every, seed, resume, unique_id=None):
+        from ..ti_core.train import TrainConfig, train
+
+        from . import status
+        from .convert import pil_to_image
+        from .loss_chart import draw_loss_chart
+
+        output = embedding_output(name)
+        config = TrainConfig(name=name.strip(), init_text=init_text, vectors=vectors, steps=steps,
+                             learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
+                             template=template, crop=crop, resolution=resolution or None, save_every=save_every,
+                             preview_every=preview_every, seed=seed, output=str(output),
+                             resume=resume_state(output, resume))
+        progress = comfy.Progress(steps)
+        reporter = StepReporter(unique_id, config.name, progress)
+        result = train(model, images, config, on_step=reporter, should_stop=progress.should_stop)
+        status.report(unique_id, name=config.name, state="stopped" if result.stopped else "done",
+                      step=result.steps_done, steps=steps, saved=result.path)
+        comfy.send_event("done", {"node": unique_id, "name": config.name, "stopped": result.stopped,
+                                  "path": result.path, "step": result.steps_done})
+        progress.finish()  # a Cancel is reported as an interrupt, after the file was saved whole
+        chart = draw_loss_chart(result.losses, reporter.smoothed)
+        summary = f"{config.name}: {result.steps_done} steps in {result.seconds:.1f} s, saved {result.path}"
+        return {"ui": {"text": [summary], "images": [save_temp_png(chart, "ti_loss")]},
+                "result": (result.embedding, pil_to_image([chart]))}
