@@ -1,0 +1,107 @@
+"""TITrainEmbedding: progress, events, previews, never overwriting, resume, and Cancel leaving a whole file."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from test_nodes_support import FakeComfy, InterruptProcessingException, link_demo_model, load_pack, pack_module
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch, model_dir):
+    comfy = FakeComfy(tmp_path).install(monkeypatch)
+    link_demo_model(tmp_path / "models", model_dir("tiny-sd1"))
+    return comfy
+
+
+@pytest.fixture
+def nodes():
+    return load_pack().NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture
+def setup(nodes, fake):
+    model_nodes = pack_module("nodes.model_nodes")
+    model = nodes["TILoadModel"]().load(model_nodes.DEMO_MODEL, "fp32")[0]
+    images = nodes["TILoadImages"]().load("ti-demo-images", 64)["result"][0]
+    return model, images
+
+
+def settings(**changes):
+    base = dict(name="disc", init_text="red ball", vectors=2, steps=4, learning_rate="1e-2", batch_size=1,
+                grad_accum=1, template="object", crop="random", resolution=32, save_every=2, preview_every=0,
+                seed=0, resume=False)
+    return {**base, **changes}
+
+
+def train(nodes, model, images, **changes):
+    return nodes["TITrainEmbedding"]().train(model, images, **settings(**changes), unique_id="7")
+
+
+def test_train_reports_progress_events_and_saves(nodes, fake, setup):
+    from ti_core.embeddings import load_embedding
+
+    model, images = setup
+    with torch.inference_mode():  # as ComfyUI runs every node
+        out = train(nodes, model, images, preview_every=2)
+    embedding, chart = out["result"]
+    path = fake.base / "models" / "embeddings" / "disc.safetensors"
+    assert torch.equal(load_embedding(path).vectors["emb_params"], embedding.vectors["emb_params"])
+    assert embedding.vectors["emb_params"].shape == (2, 32)
+    assert chart.shape == (1, 256, 512, 3)
+    assert out["ui"]["images"][0]["type"] == "temp"
+    assert (fake.base / "temp" / out["ui"]["images"][0]["filename"]).is_file()
+    calls = fake.bars[-1].calls
+    assert [c[0] for c in calls] == [1, 2, 3, 4] and fake.bars[-1].total == 4
+    assert [c[2] is not None for c in calls] == [False, True, False, True]  # previews on the progress bar
+    progress = [d for e, d in fake.events if e == "textual_inversion.progress"]
+    assert [d["step"] for d in progress] == [1, 2, 3, 4]
+    assert all(d["node"] == "7" and d["loss"] > 0 and "smoothed_loss" in d and d["lr"] == 1e-2 for d in progress)
+    previews = [d for e, d in fake.events if e == "textual_inversion.preview"]
+    assert [d["step"] for d in previews] == [2, 4]
+    import base64
+    assert base64.b64decode(previews[0]["image"]).startswith(b"\x89PNG")
+    assert fake.events[-1][0] == "textual_inversion.done"
+    status = pack_module("nodes.status").snapshot()["7"]
+    assert status["state"] == "done" and status["step"] == 4
+
+
+def test_existing_file_is_never_overwritten_and_resume_continues(nodes, fake, setup):
+    model, images = setup
+    train(nodes, model, images, steps=2)
+    path = fake.base / "models" / "embeddings" / "disc.safetensors"
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="already exists"):
+        train(nodes, model, images, steps=4)
+    assert path.read_bytes() == before
+    out = train(nodes, model, images, steps=4, resume=True)
+    assert [d["step"] for e, d in fake.events if e == "textual_inversion.progress"][-2:] == [3, 4]
+    assert path.read_bytes() != before and out["result"][0].metadata["step"] == "4"
+
+
+def test_cancel_during_training_keeps_a_whole_loadable_file(nodes, fake, setup):
+    from ti_core.embeddings import load_embedding
+
+    model, images = setup
+    fake.interrupt_after = 3  # the user presses Cancel during step 3
+    with pytest.raises(InterruptProcessingException):
+        train(nodes, model, images, steps=50, save_every=2)
+    path = fake.base / "models" / "embeddings" / "disc.safetensors"
+    embedding = load_embedding(path)
+    assert embedding.metadata["step"] == "3"
+    assert [d["step"] for e, d in fake.events if e == "textual_inversion.progress"] == [1, 2, 3]
+    assert pack_module("nodes.status").snapshot()["7"]["state"] == "stopped"
+    assert not list(path.parent.glob("*.tmp*"))
+
+
+def test_train_without_comfyui(nodes, setup, monkeypatch, tmp_path):
+    for name in ("folder_paths", "comfy", "comfy.utils", "comfy.model_management", "server"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setenv("TI_MODELS_DIR", str(tmp_path / "alone"))
+    model, images = setup
+    out = train(nodes, model, images, steps=2, save_every=0)
+    assert (tmp_path / "alone" / "embeddings" / "disc.safetensors").is_file()
+    assert out["result"][0].name == "disc"
