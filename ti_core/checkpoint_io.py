@@ -13,6 +13,7 @@ import pickletools
 import re
 import struct
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -162,6 +163,11 @@ def pickle_globals(raw: bytes) -> list:
     return found
 
 
+# What reading a damaged zip or pickle raises (found by tests/test_fuzz_readers.py): all mean "damaged file".
+_DAMAGED = (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            struct.error, OverflowError, NotImplementedError, zipfile.BadZipFile, zlib.error)
+
+
 def _pickle_bytes(path: Path) -> bytes:
     """The pickle stream of a torch file: `<root>/data.pkl` of a zip, else the file itself."""
     if zipfile.is_zipfile(path):
@@ -178,7 +184,7 @@ def _refused_global(path: Path, message: str, allowed: set) -> str:
         for name in pickle_globals(_pickle_bytes(path)):
             if name not in allowed and name not in _TENSOR_GLOBALS and not re.fullmatch(r"torch\.\w*Storage", name):
                 return name
-    except (OSError, zipfile.BadZipFile, KeyError):
+    except _DAMAGED:  # best effort: a damaged file still gets torch's own wording below
         pass
     found = re.search(r"GLOBAL ([\w.]+)", message) or re.search(r"global:? ([\w.]+)", message)
     return found.group(1) if found else "an object that is not a tensor"
@@ -201,8 +207,9 @@ def load_pickle(path: Path, allow: tuple = (), error: type = ModelLoadError):
             "run code. Nothing from the file was executed. Get a .safetensors version of this file, or convert "
             "it on a machine where you trust its source."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise error(f"{path}: not a readable torch file ({e}). The file may be truncated.") from None
+    except _DAMAGED as e:
+        raise error(f"{path}: not a readable torch file ({type(e).__name__}: {e}). The file may be truncated "
+                    "or damaged; download it again.") from None
 
 
 def checkpoint_from_pickle(obj, path: Path) -> tuple[dict, dict]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import struct
 import zlib
 from pathlib import Path
 
@@ -40,8 +41,10 @@ def read_image_embedding(path: Path) -> tuple[dict, str]:
             if text is not None:
                 return _from_json(_unbase64(path, text), path), "text"
             pixels = np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise EmbeddingError(f"{path}: not a readable image ({e}).") from None
+    # PIL reports damaged files through many types (found by tests/test_fuzz_readers.py)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
+            struct.error, zlib.error, Image.DecompressionBombError) as e:
+        raise EmbeddingError(f"{path}: not a readable image ({type(e).__name__}: {e}).") from None
     return _from_json(decode_pixel_stripes(pixels, path), path), "pixels"
 
 
