@@ -24,13 +24,13 @@ def embedding_info_for(name: str) -> tuple[int, dict]:
     try:
         path = comfy.find_file("embeddings", name)
     except PathEscapeError as exc:
-        return 403, {"name": name, "error": str(exc)}
+        return 403, {"file": name, "error": str(exc)}
     if path is None or not path.is_file():
-        return 404, {"name": name, "error": "no such embedding"}
+        return 404, {"file": name, "error": "no such embedding"}
     try:
-        return 200, {"name": name, **embedding_info(path)}
+        return 200, {**embedding_info(path), "file": name}
     except Exception as exc:  # a broken file is reported in the list, not a server error
-        return 422, {"name": name, "error": str(exc)}
+        return 422, {"file": name, "error": str(exc)}
 
 
 def register(server) -> None:
