@@ -29,6 +29,13 @@ def resume_state(output, resume: bool):
     return str(state)
 
 
+def _json(value: float):
+    """NaN and inf are not JSON: the browser gets null for them."""
+    import math
+
+    return value if math.isfinite(value) else None
+
+
 class StepReporter:
     """on_step for ti_core.train: progress bar (with previews), browser events, status table."""
 
@@ -45,8 +52,9 @@ class StepReporter:
         self.smoothed.append(info.smoothed_loss)
         preview = to_pil(info.preview)[0] if info.preview is not None else None
         self.progress.update(info.step, preview)
-        fields = dict(name=self.name, state="training", step=info.step, steps=info.steps, loss=info.loss,
-                      smoothed_loss=info.smoothed_loss, lr=info.lr, eta=info.eta, saved=info.saved)
+        fields = dict(name=self.name, state="training", step=info.step, steps=info.steps, loss=_json(info.loss),
+                      smoothed_loss=_json(info.smoothed_loss), lr=_json(info.lr), eta=_json(info.eta),
+                      saved=info.saved)
         status.report(self.node_id, **fields)
         comfy.send_event("progress", {"node": self.node_id, **fields})
         if preview is not None:

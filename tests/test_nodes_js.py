@@ -1,0 +1,38 @@
+"""The front-end files: valid JavaScript, one namespaced extension per feature file, no deprecated imports."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+JS = Path(__file__).resolve().parent.parent / "js"
+FEATURES = sorted(p for p in JS.glob("*.js"))
+
+
+def test_every_feature_file_registers_one_namespaced_extension():
+    names = []
+    for path in FEATURES:
+        text = path.read_text()
+        found = re.findall(r'name:\s*"(textual_inversion\.[A-Za-z]+)"', text)
+        assert len(found) == 1 and text.count("registerExtension(") == 1, path.name
+        assert "scripts/ui.js" not in text and "../../scripts/" not in text, path.name
+        names += found
+    assert len(names) == len(set(names)) == 2
+
+
+def test_events_the_js_listens_to_are_the_ones_the_node_sends():
+    text = (JS / "training_monitor.js").read_text()
+    assert set(re.findall(r'"textual_inversion\.(progress|preview|done)"', text)) == {"progress", "preview", "done"}
+    nodes_src = (JS.parent / "nodes" / "train_nodes.py").read_text()
+    for event in ("progress", "preview", "done"):
+        assert f'send_event("{event}"' in nodes_src
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@pytest.mark.parametrize("path", [*FEATURES, JS / "common" / "util.js"], ids=lambda p: p.name)
+def test_node_check(path):
+    subprocess.run(["node", "--check", str(path)], check=True, capture_output=True)
