@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from .errors import TIError
+from .errors import SaveError, TIError
 
 
 def _default_exists(path: Path) -> Exception:
@@ -25,15 +26,22 @@ def atomic_write(path, write: Callable[[BinaryIO], None], *, overwrite: bool,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.partial")
     # Created here rather than by a library, so the user's umask applies (safetensors writes mode 0600).
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        _move_into_place(tmp, path, overwrite, exists_error)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            _move_into_place(tmp, path, overwrite, exists_error)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except TIError:
+        raise
+    except OSError as e:
+        kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+        hint = "free some disk space" if e.errno == errno.ENOSPC else "check the folder's permissions and space"
+        raise SaveError(f"could not write {path}: {e.strerror or e}; {kept}. {hint.capitalize()} and try again.") from e
     return path
 
 

@@ -40,3 +40,7 @@ class SettingError(TIError, ValueError):
 
 class ImageSetError(TIError, ValueError):
     """A training image or image folder cannot be used: missing, unreadable, too large, or no images in it."""
+
+
+class SaveError(TIError, OSError):
+    """A file could not be written (disk full, no permission); the previous file under that name is intact."""
