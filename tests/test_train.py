@@ -280,3 +280,12 @@ def test_fp16_overflow_halves_the_loss_scale_without_rollback(tmp_path, model_di
     assert math.isnan(seen[1].loss) and result.nan_rollbacks == 0
     assert seen[2].lr == pytest.approx(5e-3)  # the learning rate is not lowered for an overflow
     assert torch.isfinite(result.embedding.vectors["emb_params"]).all()
+
+
+def test_folder_warnings_reach_the_log(tmp_path, loaded, caplog):
+    folder = _images(tmp_path / "img", count=1)
+    (folder / "notes.doc").write_text("not an image")
+    with caplog.at_level("WARNING", logger="ti_core"):
+        train(loaded("tiny-sd1"), folder, TrainConfig(name="d", steps=1))
+    assert "skipped notes.doc: not an image file" in caplog.text
+    assert "only one image" in caplog.text

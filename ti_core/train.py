@@ -10,6 +10,7 @@ just text encoder + UNet forward and backward. The caller owns the UI: `on_step(
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
@@ -209,7 +210,9 @@ def _as_images(images) -> list:
     from . import data
 
     if isinstance(images, (str, Path)):
-        images, _warnings = data.load_images(images)
+        images, warnings = data.load_images(images)
+        for warning in warnings:  # e.g. skipped non-image files, a single image
+            logging.getLogger("ti_core").warning(warning)
     if not images:
         raise SettingError("no training images were given.")
     return list(images)
