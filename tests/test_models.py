@@ -171,3 +171,27 @@ def test_diffusers_folder_missing_a_component(tmp_path, model_dir):
     # without text_encoder_2 it is read as SD1/SD2, so the missing vae is what must be named
     with pytest.raises(ModelLoadError, match="lacks vae/"):
         load_model(broken)
+
+
+def test_prediction_type_detection_from_the_state_dict():
+    from ti_core.models import detect_prediction_type
+
+    key = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
+    g = torch.Generator().manual_seed(0)
+    assert detect_prediction_type({"v_pred": torch.tensor([])}, "sdxl") == "v_prediction"  # the marker wins
+    assert detect_prediction_type({key: torch.randn(320, generator=g) * 0.2}, "sd2") == "v_prediction"  # 768-v
+    assert detect_prediction_type({key: torch.randn(320, generator=g) * 0.02}, "sd2") == "epsilon"  # 512-base
+    assert detect_prediction_type({key: torch.randn(320, generator=g) * 0.2}, "sd1") == "epsilon"  # SD1 is eps
+
+
+def test_sd2_single_file_without_marker_is_read_as_eps_and_can_be_overridden(tmp_path, single_file):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(single_file("tiny-sd2")), framework="pt") as f:
+        sd = {k: f.get_tensor(k) for k in f.keys() if k != "v_pred"}
+        metadata = f.metadata()
+    path = tmp_path / "unmarked.safetensors"
+    save_file(sd, str(path), metadata=metadata)
+    assert load_model(path).prediction_type == "epsilon"
+    assert load_model(path, prediction_type="v_prediction").scheduler_config["prediction_type"] == "v_prediction"
