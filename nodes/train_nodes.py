@@ -61,6 +61,21 @@ class StepReporter:
             comfy.send_event("preview", {"node": self.node_id, "step": info.step, "image": png_base64(preview)})
 
 
+def training_images(images, image_batch) -> list:
+    """TI_IMAGES (full size, with captions) plus the pictures of an IMAGE batch (copied out of its tensor)."""
+    from ..ti_core.data import SourceImage
+    from ..ti_core.errors import ImageSetError
+
+    from .convert import image_to_pil
+
+    pictures = list(images or [])
+    if image_batch is not None:
+        pictures += [SourceImage(path=None, rgb=img, alpha=None) for img in image_to_pil(image_batch)]
+    if not pictures:
+        raise ImageSetError("no training pictures: connect `images` (TILoadImages) or `image_batch` (an IMAGE).")
+    return pictures
+
+
 def save_temp_png(img, prefix: str) -> dict:
     """Write a PNG into ComfyUI's temp folder; the dict is what a node's ui "images" entry shows."""
     import uuid
@@ -93,7 +108,6 @@ class TITrainEmbedding:
 
         return {"required": {
             "model": ("TI_MODEL", {"tooltip": "The model to learn the word for (TILoadModel)."}),
-            "images": ("TI_IMAGES", {"tooltip": "The pictures of the concept (TILoadImages); 3-5 is typical."}),
             "name": ("STRING", {"default": "demo-disc", "tooltip": "The new word (`embedding:name`) and file name."}),
             "init_text": ("STRING", {"default": "red ball", "tooltip": "Words to start from, close to the concept "
                                      "(e.g. 'cat toy'); empty = small random vectors."}),
@@ -115,10 +129,16 @@ class TITrainEmbedding:
             "seed": integer(C.seed, 0, 0xFFFFFFFFFFFFFFFF, "Seed of everything random in training."),
             "resume": ("BOOLEAN", {"default": False, "tooltip": "Continue from <name>.state.safetensors if the "
                                    "embedding exists (off: an existing file is an error, never overwritten)."}),
+        }, "optional": {
+            "images": ("TI_IMAGES", {"tooltip": "The pictures of the concept at full size (TILoadImages); 3-5 is "
+                                     "typical."}),
+            "image_batch": ("IMAGE", {"tooltip": "More pictures as an IMAGE batch (e.g. TISquareCrop, LoadImage), "
+                                      "added to `images`."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def train(self, model, images, name, init_text, vectors, steps, learning_rate, batch_size, grad_accum,
-              template, crop, resolution, save_every, preview_every, seed, resume, unique_id=None):
+    def train(self, model, name, init_text, vectors, steps, learning_rate, batch_size, grad_accum,
+              template, crop, resolution, save_every, preview_every, seed, resume, images=None, image_batch=None,
+              unique_id=None):
         from ..ti_core.train import TrainConfig, train
 
         from . import status
@@ -133,7 +153,7 @@ class TITrainEmbedding:
                              resume=resume_state(output, resume))
         progress = comfy.Progress(steps)
         reporter = StepReporter(unique_id, config.name, progress)
-        result = train(model, images, config, on_step=reporter, should_stop=progress.should_stop)
+        result = train(model, training_images(images, image_batch), config, on_step=reporter, should_stop=progress.should_stop)
         status.report(unique_id, name=config.name, state="stopped" if result.stopped else "done",
                       step=result.steps_done, steps=steps, saved=result.path)
         comfy.send_event("done", {"node": unique_id, "name": config.name, "stopped": result.stopped,

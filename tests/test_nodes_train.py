@@ -38,7 +38,7 @@ def settings(**changes):
 
 
 def train(nodes, model, images, **changes):
-    return nodes["TITrainEmbedding"]().train(model, images, **settings(**changes), unique_id="7")
+    return nodes["TITrainEmbedding"]().train(model, images=images, **settings(**changes), unique_id="7")
 
 
 def test_train_reports_progress_events_and_saves(nodes, fake, setup):
@@ -105,3 +105,13 @@ def test_train_without_comfyui(nodes, setup, monkeypatch, tmp_path):
     out = train(nodes, model, images, steps=2, save_every=0)
     assert (tmp_path / "alone" / "embeddings" / "disc.safetensors").is_file()
     assert out["result"][0].name == "disc"
+
+
+def test_train_from_an_image_batch_or_nothing(nodes, fake, setup):
+    model, images = setup
+    with torch.inference_mode():  # a batch from another node is an inference tensor
+        batch = torch.rand(2, 40, 40, 3)
+        out = nodes["TITrainEmbedding"]().train(model, image_batch=batch, **settings(name="batch", steps=2))
+    assert out["result"][0].name == "batch"
+    with pytest.raises(ValueError, match="no training pictures"):
+        nodes["TITrainEmbedding"]().train(model, **settings(name="none", steps=2))
