@@ -103,6 +103,16 @@ def temp_directory() -> Path:
     return _directory("get_temp_directory", "TI_TEMP_DIR", Path(tempfile.gettempdir()) / "textual_inversion")
 
 
+def torch_device():
+    """ComfyUI's device (honours --cpu and its GPU choice), else CUDA when available, else the CPU."""
+    import torch
+
+    mm = _optional("comfy.model_management")
+    if mm is not None and hasattr(mm, "get_torch_device"):
+        return mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 # ------------------------------------------------------------------------------- progress and interrupts
 
 

@@ -63,7 +63,7 @@ class TILoadModel:
 
         from ..ti_core.models import load_model
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = comfy.torch_device()
         # ComfyUI runs nodes under inference_mode; weights made there could never be trained through.
         with torch.inference_mode(False):
             return (load_model(model_path(model_name), dtype=dtype, device=device),)

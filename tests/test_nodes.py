@@ -95,6 +95,7 @@ def test_adapter_fallbacks_without_comfyui(absent):
     assert not progress.should_stop()
     progress.finish()
     assert comfy.prompt_server() is None
+    assert comfy.torch_device().type in ("cpu", "cuda")
     comfy.send_event("progress", {"step": 1})  # no-op
     (absent / "models" / "checkpoints" / "sub").mkdir(parents=True)
     (absent / "models" / "checkpoints" / "sub" / "a.safetensors").write_bytes(b"x")

@@ -77,6 +77,7 @@ class FakeComfy:
         mm.InterruptProcessingException = InterruptProcessingException
         mm.processing_interrupted = lambda: fake.interrupted
         mm.throw_exception_if_processing_interrupted = fake.throw
+        mm.get_torch_device = lambda: __import__("torch").device("cpu")
         comfy = types.ModuleType("comfy")
         comfy.utils, comfy.model_management = utils, mm
 
