@@ -29,9 +29,13 @@ def test_committed_files_are_what_the_builder_writes():
         assert path.read_text() == text, f"{path.name} is stale: run python -m workflows.build_workflows"
 
 
-def test_template_browser_folder_is_the_workflows_folder():
-    assert (ROOT / "example_workflows").resolve() == WORKFLOWS.resolve()
-    assert sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json")) == sorted(NAMES)
+def test_template_browser_lists_each_workflow_once():
+    # ComfyUI's template browser reads the top-level *.json of example_workflows/, example/, examples/, workflow/
+    # and workflows/ alike, adding up what it finds (checked in ComfyUI 0.3.64): a second such folder, even a link
+    # to this one, would list every workflow twice.
+    others = ("example_workflows", "example", "examples", "workflow")
+    assert not [name for name in others if (ROOT / name).exists()]
+    assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == sorted(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
