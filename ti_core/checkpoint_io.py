@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelLoadError, UnsafeFileError
+from .memory import release_free_memory
 
 
 class _Inert:
@@ -81,6 +82,9 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+_RELEASE_EVERY = 256 * 2**20  # bytes of cast-away buffers between two trims
+
+
 class LazySafetensors(Mapping):
     """A .safetensors file as a read-only mapping that reads (and casts floats to `dtype`) one tensor per lookup.
 
@@ -90,6 +94,7 @@ class LazySafetensors(Mapping):
 
     def __init__(self, path: Path, dtype: torch.dtype | None, error: type = ModelLoadError):
         self.path, self.dtype, self.error = path, dtype, error
+        self._unreleased = 0
         try:
             size = path.stat().st_size
             with open(path, "rb") as f:
@@ -117,8 +122,12 @@ class LazySafetensors(Mapping):
             raise self.error(f"{self.path}: truncated .safetensors file (tensor {key}). Download it again.")
         tensor = torch.frombuffer(raw, dtype=dtype) if length else torch.empty(0, dtype=dtype)
         tensor = tensor.reshape(shape)
-        if self.dtype is not None and tensor.is_floating_point():
+        if self.dtype is not None and tensor.is_floating_point() and tensor.dtype != self.dtype:
             tensor = tensor.to(self.dtype)
+            self._unreleased += length
+            if self._unreleased > _RELEASE_EVERY:  # freed read buffers would otherwise pile up in the heap
+                release_free_memory()
+                self._unreleased = 0
         return tensor
 
     def __iter__(self):

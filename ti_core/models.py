@@ -19,6 +19,7 @@ from .archs import Arch
 from .build import build_components, fill_empty
 from .checkpoint_io import load_tensors
 from .errors import ModelLoadError, SettingError
+from .memory import release_free_memory
 
 TOKENIZER_DIR = Path(__file__).parent / "tokenizer"
 ARCH_METADATA_KEY = "ti_core.arch"  # our own single files carry their config (tiny models have no published one)
@@ -174,6 +175,7 @@ def load_model(path, *, dtype="fp32", device="cpu", family=None, prediction_type
     for module in (model.unet, model.vae, *model.text_encoders):
         module.to(device)
     model.device = device
+    release_free_memory()  # the per-tensor read buffers
     return model
 
 
@@ -261,6 +263,7 @@ def _assemble(arch: Arch, parts: dict, dtype, prediction_type, path: Path, token
     ]
     for name, module, sd in named:
         problems = _fill(module, sd, dtype)
+        release_free_memory()  # keep the read buffers' garbage from piling up across components
         if problems:
             raise ModelLoadError(
                 f"{path}: the {name} weights do not match a {arch.family} model ({_summarise(problems)}). "

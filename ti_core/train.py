@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from . import __version__, latents, templates
 from .embeddings import MAX_VECTORS, Embedding, check_name, save_embedding
 from .errors import SettingError
+from .memory import release_free_memory
 from .prompt import chunk_ids, encode_pair, prompt_chunks, run_encoder
 from .schedule import parse_lr
 from .train_state import TrainState, load_state, save_state
@@ -229,6 +230,7 @@ class _Trainer:
         cache_generator = torch.Generator().manual_seed(config.seed + 1)  # separate: resume re-caches identically
         self.cache = latents.cache_latents(model, images, self.resolution, config.crop, config.flip, config.latents,
                                            cache_generator, config.use_alpha, config.pad_fill)
+        release_free_memory()  # the VAE encoder's activations
         self.params = [v.requires_grad_(True) for v in init_vectors(model, config.init_text, config.vectors,
                                                                      torch.Generator().manual_seed(config.seed + 2))]
         self.optimizer = torch.optim.AdamW(self.params, lr=self.schedule.at(0), weight_decay=config.weight_decay)
