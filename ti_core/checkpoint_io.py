@@ -174,7 +174,7 @@ def pickle_globals(raw: bytes) -> list:
 
 # What reading a damaged zip or pickle raises (found by tests/test_fuzz_readers.py): all mean "damaged file".
 _DAMAGED = (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
-            struct.error, OverflowError, NotImplementedError, zipfile.BadZipFile, zlib.error)
+            struct.error, OverflowError, zipfile.BadZipFile, zlib.error)  # RuntimeError covers NotImplemented
 
 
 def _pickle_bytes(path: Path) -> bytes:
