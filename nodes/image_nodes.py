@@ -99,7 +99,7 @@ class TISquareCrop:
                                   "tooltip": "Focus point, 0 = top edge, 1 = bottom edge (mode focus)."}),
             "fill": (list(PAD_FILLS), {"default": "edge", "tooltip": "How pad mode fills the sides: extend the "
                                                                      "edge pixels, or a blurred copy."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                              "tooltip": "Seed of the random crops (mode random)."}),
         }}
 

@@ -126,7 +126,10 @@ class TITrainEmbedding:
             "save_every": integer(20, 0, 100000, "Save the embedding and resume state every N steps (0 = end only)."),
             "preview_every": integer(0, 0, 100000, "Draw a preview ('a photo of [name]', fixed seed) every N "
                                                    "steps (0 = none; each costs a sampling run)."),
-            "seed": integer(C.seed, 0, 0xFFFFFFFFFFFFFFFF, "Seed of everything random in training."),
+            # not called "seed": ComfyUI's front end gives every `seed` a randomize-after-run control, and a
+            # new seed per run would train again (and refuse to replace the file) on every queue
+            "train_seed": integer(C.seed, 0, 0xFFFFFFFFFFFFFFFF, "Seed of everything random in training (crops, "
+                                                                 "noise, timesteps, templates)."),
             "resume": ("BOOLEAN", {"default": False, "tooltip": "Continue from <name>.state.safetensors if the "
                                    "embedding exists (off: an existing file is an error, never overwritten)."}),
         }, "optional": {
@@ -137,7 +140,7 @@ class TITrainEmbedding:
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def train(self, model, name, init_text, vectors, steps, learning_rate, batch_size, grad_accum,
-              template, crop, resolution, save_every, preview_every, seed, resume, images=None, image_batch=None,
+              template, crop, resolution, save_every, preview_every, train_seed, resume, images=None, image_batch=None,
               unique_id=None):
         from ..ti_core.train import TrainConfig, train
 
@@ -149,7 +152,7 @@ class TITrainEmbedding:
         config = TrainConfig(name=name.strip(), init_text=init_text, vectors=vectors, steps=steps,
                              learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
                              template=template, crop=crop, resolution=resolution or None, save_every=save_every,
-                             preview_every=preview_every, seed=seed, output=str(output),
+                             preview_every=preview_every, seed=train_seed, output=str(output),
                              resume=resume_state(output, resume))
         progress = comfy.Progress(steps)
         reporter = StepReporter(unique_id, config.name, progress)

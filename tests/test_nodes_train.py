@@ -33,7 +33,7 @@ def setup(nodes, fake):
 def settings(**changes):
     base = dict(name="disc", init_text="red ball", vectors=2, steps=4, learning_rate="1e-2", batch_size=1,
                 grad_accum=1, template="object", crop="random", resolution=32, save_every=2, preview_every=0,
-                seed=0, resume=False)
+                train_seed=0, resume=False)
     return {**base, **changes}
 
 

@@ -10,6 +10,7 @@ example_workflows/); the tests run the API twins (workflows/api/*.json) through 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -25,7 +26,7 @@ IMAGES = {"class_type": "TILoadImages", "inputs": {"folder": "ti-demo-images", "
 def train_inputs(name: str) -> dict:
     return {"model": ["1", 0], "images": ["2", 0], "name": name, "init_text": "red ball", "vectors": 2,
             "steps": 40, "learning_rate": "1e-2", "batch_size": 1, "grad_accum": 1, "template": "object",
-            "crop": "random", "resolution": 0, "save_every": 20, "preview_every": 20, "seed": 0, "resume": False}
+            "crop": "random", "resolution": 0, "save_every": 20, "preview_every": 20, "train_seed": 0, "resume": False}
 
 
 def sample_inputs(positive: str, negative: str) -> dict:
@@ -74,7 +75,8 @@ def node_signature(class_type: str, mappings: dict):
             options = opts[0] if opts else {}
             if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
                 widgets.append(name)
-                if options.get("control_after_generate"):
+                # the front end adds the control to every input named seed/noise_seed, asked for or not
+                if options.get("control_after_generate") or name in ("seed", "noise_seed"):
                     widgets.append(None)  # the "fixed / increment / randomize" control's value
             else:
                 sockets[name] = kind
@@ -82,7 +84,7 @@ def node_signature(class_type: str, mappings: dict):
     return sockets, widgets, outputs
 
 
-def to_ui(api: dict, mappings: dict) -> dict:
+def to_ui(api: dict, mappings: dict, name: str = "workflow") -> dict:
     """The UI ("workflow", version 0.4) form of an API graph: nodes laid out in columns by dependency depth."""
     depth = {}
 
@@ -123,7 +125,8 @@ def to_ui(api: dict, mappings: dict) -> dict:
                         for i, (name, kind) in enumerate(outputs)],
             "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": values,
         })
-    return {"last_node_id": max(int(n) for n in api), "last_link_id": len(links), "nodes": nodes, "links": links,
+    return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "textual_inversion/" + name)), "revision": 0,
+            "last_node_id": max(int(n) for n in api), "last_link_id": len(links), "nodes": nodes, "links": links,
             "groups": [], "config": {}, "extra": {"ds": {"scale": 1, "offset": [0, 0]}}, "version": 0.4}
 
 
@@ -132,7 +135,7 @@ def render(mappings: dict) -> dict:
     files = {}
     for name, api in WORKFLOWS.items():
         files[HERE / "api" / f"{name}.json"] = json.dumps(api, indent=1) + "\n"
-        files[HERE / f"{name}.json"] = json.dumps(to_ui(api, mappings), indent=1) + "\n"
+        files[HERE / f"{name}.json"] = json.dumps(to_ui(api, mappings, name), indent=1) + "\n"
     return files
 
 
