@@ -16,6 +16,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEMO_MODEL = "demo: tiny-sd1 (random weights)"
 
+# Room for the panels our JS adds (js/training_monitor.js, js/embedding_info.js), so nodes do not overlap.
+PANEL_HEIGHT = {"TITrainEmbedding": 340, "TILoadEmbedding": 130}
+
 # Core ComfyUI nodes the examples use: id -> (input name -> type, widget names in order, outputs).
 CORE_NODES = {"PreviewImage": ({"images": "IMAGE"}, [], [])}
 
@@ -116,7 +119,7 @@ def to_ui(api: dict, mappings: dict, name: str = "workflow") -> dict:
         values = ["fixed" if w is None else node["inputs"][w] for w in widgets]
         column = depth_of(node_id)
         row = rows.get(column, 0)
-        height = 80 + 26 * len(widgets) + 22 * len(sockets)
+        height = 80 + 26 * len(widgets) + 22 * len(sockets) + PANEL_HEIGHT.get(node["class_type"], 0)
         rows[column] = row + height + 60
         nodes.append({
             "id": int(node_id), "type": node["class_type"], "pos": [60 + 400 * column, 60 + row],
