@@ -14,12 +14,20 @@ def embedding_output(name: str):
     return resolve_inside(comfy.folder_paths_for("embeddings")[0], name.strip() + ".safetensors")
 
 
-def resume_state(output, resume: bool):
+def state_output(name: str):
+    """models/textual_inversion/states/<name>.state.safetensors: out of models/embeddings, whose every
+    .safetensors ComfyUI lists (and would try to use) as an embedding."""
+    from .safe_paths import resolve_inside
+
+    return resolve_inside(comfy.models_root() / "textual_inversion" / "states", name.strip() + ".state.safetensors")
+
+
+def resume_state(output, resume: bool, state=None):
     """The resume state to continue from, or None for a fresh run. Never replaces a file silently."""
     from ..ti_core.errors import SettingError
     from ..ti_core.train import state_path_for
 
-    state = state_path_for(output)
+    state = state or state_path_for(output)
     if not output.exists():
         return str(state) if resume and state.exists() else None
     if not resume:
@@ -130,8 +138,9 @@ class TITrainEmbedding:
             # new seed per run would train again (and refuse to replace the file) on every queue
             "train_seed": integer(C.seed, 0, 0xFFFFFFFFFFFFFFFF, "Seed of everything random in training (crops, "
                                                                  "noise, timesteps, templates)."),
-            "resume": ("BOOLEAN", {"default": False, "tooltip": "Continue from <name>.state.safetensors if the "
-                                   "embedding exists (off: an existing file is an error, never overwritten)."}),
+            "resume": ("BOOLEAN", {"default": False, "tooltip": "Continue from the saved resume state "
+                                   "(models/textual_inversion/states/<name>.state.safetensors) if the embedding "
+                                   "exists (off: an existing file is an error, never overwritten)."}),
         }, "optional": {
             "images": ("TI_IMAGES", {"tooltip": "The pictures of the concept at full size (TILoadImages); 3-5 is "
                                      "typical."}),
@@ -148,12 +157,12 @@ class TITrainEmbedding:
         from .convert import pil_to_image
         from .loss_chart import draw_loss_chart
 
-        output = embedding_output(name)
+        output, state = embedding_output(name), state_output(name)
         config = TrainConfig(name=name.strip(), init_text=init_text, vectors=vectors, steps=steps,
                              learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
                              template=template, crop=crop, resolution=resolution or None, save_every=save_every,
                              preview_every=preview_every, seed=train_seed, output=str(output),
-                             resume=resume_state(output, resume))
+                             resume=resume_state(output, resume, state), state_path=str(state))
         progress = comfy.Progress(steps)
         reporter = StepReporter(unique_id, config.name, progress)
         result = train(model, training_images(images, image_batch), config, on_step=reporter, should_stop=progress.should_stop)

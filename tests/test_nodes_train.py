@@ -95,6 +95,9 @@ def test_cancel_during_training_keeps_a_whole_loadable_file(nodes, fake, setup):
     assert [d["step"] for e, d in fake.events if e == "textual_inversion.progress"] == [1, 2, 3]
     assert pack_module("nodes.status").snapshot()["7"]["state"] == "stopped"
     assert not list(path.parent.glob("*.tmp*"))
+    # the resume state stays out of models/embeddings, where ComfyUI would list it as an embedding
+    assert (fake.base / "models" / "textual_inversion" / "states" / "disc.state.safetensors").is_file()
+    assert not list(path.parent.glob("*.state.safetensors"))
 
 
 def test_train_without_comfyui(nodes, setup, monkeypatch, tmp_path):

@@ -289,3 +289,11 @@ def test_folder_warnings_reach_the_log(tmp_path, loaded, caplog):
         train(loaded("tiny-sd1"), folder, TrainConfig(name="d", steps=1))
     assert "skipped notes.doc: not an image file" in caplog.text
     assert "only one image" in caplog.text
+
+
+def test_state_path_puts_the_resume_state_elsewhere(tmp_path, loaded):
+    out, state = tmp_path / "emb" / "d.safetensors", tmp_path / "states" / "d.state.safetensors"
+    result = train(loaded("tiny-sd1"), _images(tmp_path / "img"),
+                   TrainConfig(name="d", steps=2, output=str(out), state_path=str(state)))
+    assert result.state_path == str(state) and state.is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["d.safetensors"]

@@ -57,6 +57,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # less memory for the UNet backward, about 30% more time
     output: str | None = None  # where to save the embedding (.safetensors); None = do not save
     resume: str | None = None  # a resume state written by an earlier run (<output>.state.safetensors)
+    state_path: str | None = None  # where to write the resume state; None = beside the output (a UI may want it
+    # elsewhere: ComfyUI lists every .safetensors in models/embeddings as an embedding)
     loss_smoothing: float = 0.9  # EMA factor for the smoothed loss shown to the user
     nan_lr_factor: float = 0.5  # after a NaN/inf step, roll back and multiply the learning rate by this
 
@@ -222,6 +224,7 @@ def _as_images(images) -> list:
 class _Trainer:
     def __init__(self, model, images, config: TrainConfig, output: Path | None):
         self.model, self.config, self.output = model, config, output
+        self.state_path = Path(config.state_path) if config.state_path else (state_path_for(output) if output else None)
         self.resolution = config.resolution or model.resolution
         self.schedule = parse_lr(config.learning_rate)
         self.templates = templates.load_templates(config.template)
@@ -344,7 +347,7 @@ class _Trainer:
     # -- saving -----------------------------------------------------------------------------------------
 
     def embedding(self) -> Embedding:
-        settings = {k: v for k, v in asdict(self.config).items() if k not in ("output", "resume")}
+        settings = {k: v for k, v in asdict(self.config).items() if k not in ("output", "resume", "state_path")}
         metadata = {
             "step": str(self.step),
             "base_family": self.model.family,
@@ -359,7 +362,7 @@ class _Trainer:
         if self.output is None:
             return None
         save_embedding(self.embedding(), self.output, overwrite=True)
-        save_state(state_path_for(self.output), TrainState(
+        save_state(self.state_path, TrainState(
             name=self.config.name, step=self.step, vectors=[p.detach() for p in self.params],
             optimizer=self.optimizer.state_dict(), rng=self.rng.getstate(), generator=self.generator.get_state(),
             lr_scale=self.lr_scale, nan_rollbacks=self.nan_rollbacks, smoothed=self.smoothed, losses=self.losses,
@@ -436,7 +439,7 @@ class _Trainer:
         return TrainResult(
             embedding=self.embedding(), steps_done=self.step, stopped=stopped, losses=list(self.losses),
             path=str(saved_path) if saved_path else None,
-            state_path=str(state_path_for(saved_path)) if saved_path else None,
+            state_path=str(self.state_path) if saved_path else None,
             nan_rollbacks=self.nan_rollbacks, seconds=time.perf_counter() - started,
         )
 
