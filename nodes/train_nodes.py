@@ -141,6 +141,9 @@ class TITrainEmbedding:
             "resume": ("BOOLEAN", {"default": False, "tooltip": "Continue from the saved resume state "
                                    "(models/textual_inversion/states/<name>.state.safetensors) if the embedding "
                                    "exists (off: an existing file is an error, never overwritten)."}),
+            "precision": (["model", "fp32", "bf16", "fp16"], {"default": C.precision, "tooltip": "What the frozen "
+                          "model computes in: 'model' = the dtype chosen on TILoadModel (fastest, lightest); bf16/"
+                          "fp16 on an fp32 model use autocast. The learned vectors are always fp32."}),
         }, "optional": {
             "images": ("TI_IMAGES", {"tooltip": "The pictures of the concept at full size (TILoadImages); 3-5 is "
                                      "typical."}),
@@ -149,8 +152,8 @@ class TITrainEmbedding:
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def train(self, model, name, init_text, vectors, steps, learning_rate, batch_size, grad_accum,
-              template, crop, resolution, save_every, preview_every, train_seed, resume, images=None, image_batch=None,
-              unique_id=None):
+              template, crop, resolution, save_every, preview_every, train_seed, resume, precision="model",
+              images=None, image_batch=None, unique_id=None):
         from ..ti_core.train import TrainConfig, train
 
         from . import status
@@ -162,7 +165,8 @@ class TITrainEmbedding:
                              learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
                              template=template, crop=crop, resolution=resolution or None, save_every=save_every,
                              preview_every=preview_every, seed=train_seed, output=str(output),
-                             resume=resume_state(output, resume, state), state_path=str(state))
+                             resume=resume_state(output, resume, state), state_path=str(state),
+                             precision=precision)
         progress = comfy.Progress(steps)
         reporter = StepReporter(unique_id, config.name, progress)
         result = train(model, training_images(images, image_batch), config, on_step=reporter, should_stop=progress.should_stop)

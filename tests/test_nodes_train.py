@@ -118,3 +118,10 @@ def test_train_from_an_image_batch_or_nothing(nodes, fake, setup):
     assert out["result"][0].name == "batch"
     with pytest.raises(ValueError, match="no training pictures"):
         nodes["TITrainEmbedding"]().train(model, **settings(name="none", steps=2))
+
+
+def test_precision_input_reaches_the_trainer(nodes, fake, setup):
+    model, images = setup
+    out = train(nodes, model, images, steps=2, precision="bf16")
+    assert '"precision": "bf16"' in out["result"][0].metadata["training"]
+    assert out["result"][0].vectors["emb_params"].dtype == torch.float32

@@ -297,3 +297,28 @@ def test_state_path_puts_the_resume_state_elsewhere(tmp_path, loaded):
                    TrainConfig(name="d", steps=2, output=str(out), state_path=str(state)))
     assert result.state_path == str(state) and state.is_file()
     assert sorted(p.name for p in out.parent.iterdir()) == ["d.safetensors"]
+
+
+def test_precision_autocasts_an_fp32_model_and_refuses_to_upcast(tmp_path, loaded, model_dir, monkeypatch):
+    from ti_core.models import load_model
+
+    model = loaded("tiny-sd1")
+    seen = []
+    original = type(model.unet).forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model.unet), "forward", spy)
+    images = _images(tmp_path / "img")
+    result = train(model, images, TrainConfig(name="d", steps=2, precision="bf16"))
+    assert seen == [torch.bfloat16, torch.bfloat16]
+    assert result.embedding.vectors["emb_params"].dtype == torch.float32
+    assert {p.dtype for p in model.unet.parameters()} == {torch.float32}  # the caller's model is not cast
+    seen.clear()
+    train(model, images, TrainConfig(name="d", steps=1, precision="fp32"))
+    assert seen == [None]
+    half = load_model(model_dir("tiny-sd1"), dtype="bf16")
+    with pytest.raises(SettingError, match="precision fp32 needs the model loaded in fp32 \\(it is bfloat16\\)"):
+        train(half, images, TrainConfig(name="d", steps=1, precision="fp32"))

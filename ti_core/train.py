@@ -9,6 +9,7 @@ just text encoder + UNet forward and backward. The caller owns the UI: `on_step(
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,6 +29,21 @@ from .memory import release_free_memory
 from .prompt import chunk_ids, encode_pair, prompt_chunks, run_encoder
 from .schedule import parse_lr
 from .train_state import TrainState, load_state, save_state
+
+
+PRECISIONS = ("model", "fp32", "bf16", "fp16")
+_PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def compute_dtype(model, precision: str) -> torch.dtype:
+    """The dtype the frozen model computes in: its own, or a lower one through autocast (never a higher one)."""
+    if precision == "model" or _PRECISION_DTYPES[precision] == model.dtype:
+        return model.dtype
+    if model.dtype != torch.float32:
+        name = str(model.dtype).replace("torch.", "")
+        raise SettingError(f"precision {precision} needs the model loaded in fp32 (it is {name}); "
+                           "load it in fp32, or use precision 'model'.")
+    return _PRECISION_DTYPES[precision]
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,8 @@ class TrainConfig:
     preview_seed: int = 0
     seed: int = 0  # everything random (timesteps, noise, crops, templates) derives from it
     gradient_checkpointing: bool = False  # less memory for the UNet backward, about 30% more time
+    precision: str = "model"  # model (the dtype it was loaded in) | fp32 | bf16 | fp16 (autocast on an fp32 model);
+    # loading the model in bf16/fp16 is faster and lighter still, since weights are not cast at every op
     output: str | None = None  # where to save the embedding (.safetensors); None = do not save
     resume: str | None = None  # a resume state written by an earlier run (<output>.state.safetensors)
     state_path: str | None = None  # where to write the resume state; None = beside the output (a UI may want it
@@ -75,6 +93,7 @@ class TrainConfig:
             (self.save_every >= 0 and self.preview_every >= 0, "save_every and preview_every must be 0 or more"),
             (self.max_grad_norm > 0, f"max_grad_norm {self.max_grad_norm} must be positive"),
             (0 < self.nan_lr_factor < 1, f"nan_lr_factor {self.nan_lr_factor} must be between 0 and 1"),
+            (self.precision in PRECISIONS, f"precision {self.precision!r} must be one of {', '.join(PRECISIONS)}"),
         ]
         check_name(self.name)
         for ok, message in checks:
@@ -240,7 +259,8 @@ class _Trainer:
         self.step, self.lr_scale, self.nan_rollbacks, self.smoothed, self.losses = 0, 1.0, 0, None, []
         # fp16 activations can underflow small gradients to zero; scale the loss up (and the gradients back
         # down), as mixed-precision training does. bf16 and fp32 have fp32's range and need no scaling.
-        self.loss_scale = 2.0**12 if model.dtype == torch.float16 else 1.0
+        self.compute_dtype = compute_dtype(model, config.precision)
+        self.loss_scale = 2.0**12 if self.compute_dtype == torch.float16 else 1.0
         self.layouts = {}
         self.probe = Embedding(config.name, self._vector_dict())
         from diffusers import DDPMScheduler
@@ -287,20 +307,26 @@ class _Trainer:
             target = self.noise_scheduler.get_velocity(latent, noise, t)
         else:
             target = noise
-        hidden, pooled = _conditioning(model, layouts, self.params)
-        extra = {}
-        if model.family == "sdxl":
-            extra["added_cond_kwargs"] = {
-                "text_embeds": pooled.to(dtype),
-                "time_ids": torch.tensor(time_ids, dtype=dtype, device=model.device),
-            }
-        pred = model.unet(noisy.to(model.device, dtype), t.to(model.device), encoder_hidden_states=hidden.to(dtype),
-                          return_dict=False, **extra)[0].float()
+        with self._autocast():
+            hidden, pooled = _conditioning(model, layouts, self.params)
+            extra = {}
+            if model.family == "sdxl":
+                extra["added_cond_kwargs"] = {
+                    "text_embeds": pooled.to(dtype),
+                    "time_ids": torch.tensor(time_ids, dtype=dtype, device=model.device),
+                }
+            pred = model.unet(noisy.to(model.device, dtype), t.to(model.device),
+                              encoder_hidden_states=hidden.to(dtype), return_dict=False, **extra)[0].float()
         error = (pred - target.to(pred.device)) ** 2
         if weight is None:
             return error.mean()
         weight = weight.to(error.device)
         return (error * weight).sum() / (weight.sum() * error.shape[1]).clamp_min(1e-8)
+
+    def _autocast(self):
+        if self.compute_dtype == self.model.dtype:
+            return contextlib.nullcontext()
+        return torch.autocast(self.model.device.type, dtype=self.compute_dtype)
 
     def _snapshot(self):
         return ([p.detach().clone() for p in self.params], _clone_optimizer_state(self.optimizer))

@@ -29,7 +29,8 @@ IMAGES = {"class_type": "TILoadImages", "inputs": {"folder": "ti-demo-images", "
 def train_inputs(name: str) -> dict:
     return {"model": ["1", 0], "images": ["2", 0], "name": name, "init_text": "red ball", "vectors": 2,
             "steps": 40, "learning_rate": "1e-2", "batch_size": 1, "grad_accum": 1, "template": "object",
-            "crop": "random", "resolution": 0, "save_every": 20, "preview_every": 20, "train_seed": 0, "resume": False}
+            "crop": "random", "resolution": 0, "save_every": 20, "preview_every": 20, "train_seed": 0, "resume": False,
+            "precision": "model"}
 
 
 def sample_inputs(positive: str, negative: str) -> dict:
