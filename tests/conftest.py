@@ -71,3 +71,21 @@ def random_embedding(model, name: str, n: int = 2, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     vectors = {keys[0]: torch.randn(n, width, generator=g) for keys, width in zip(model.embedding_keys, model.embedding_widths)}
     return Embedding(name, vectors)
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch, model_dir):
+    """Fake ComfyUI modules (folder_paths, progress bar, interrupt, PromptServer) over folders in tmp_path."""
+    from test_nodes_support import FakeComfy, link_demo_model
+
+    comfy = FakeComfy(tmp_path).install(monkeypatch)
+    link_demo_model(tmp_path / "models", model_dir("tiny-sd1"))
+    return comfy
+
+
+@pytest.fixture
+def nodes():
+    """The pack's NODE_CLASS_MAPPINGS, imported as ComfyUI imports the pack."""
+    from test_nodes_support import load_pack
+
+    return load_pack().NODE_CLASS_MAPPINGS

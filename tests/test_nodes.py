@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from test_nodes_support import FakeComfy, InterruptProcessingException, link_demo_model, load_pack, pack_module
+from test_nodes_support import InterruptProcessingException, link_demo_model, load_pack, pack_module
 
 COMFY_MODULES = ("folder_paths", "comfy", "comfy.utils", "comfy.model_management", "server")
 
@@ -22,18 +22,6 @@ def absent(tmp_path, monkeypatch, model_dir):
         monkeypatch.setenv(env, str(tmp_path / sub))
     link_demo_model(tmp_path / "models", model_dir("tiny-sd1"))
     return tmp_path
-
-
-@pytest.fixture
-def fake(tmp_path, monkeypatch, model_dir):
-    comfy = FakeComfy(tmp_path).install(monkeypatch)
-    link_demo_model(tmp_path / "models", model_dir("tiny-sd1"))
-    return comfy
-
-
-@pytest.fixture
-def nodes():
-    return load_pack().NODE_CLASS_MAPPINGS
 
 
 def call(cls, **inputs):

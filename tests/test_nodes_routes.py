@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from test_nodes_support import FakeComfy, load_pack, pack_module
+from test_nodes_support import FakeComfy, pack_module
 
 
 @pytest.mark.parametrize("name", ["../x.pt", "a/../../x.pt", "/etc/passwd", "\\\\server\\share\\x", "C:\\x.pt",

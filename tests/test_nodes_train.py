@@ -7,19 +7,7 @@ import sys
 import pytest
 import torch
 
-from test_nodes_support import FakeComfy, InterruptProcessingException, link_demo_model, load_pack, pack_module
-
-
-@pytest.fixture
-def fake(tmp_path, monkeypatch, model_dir):
-    comfy = FakeComfy(tmp_path).install(monkeypatch)
-    link_demo_model(tmp_path / "models", model_dir("tiny-sd1"))
-    return comfy
-
-
-@pytest.fixture
-def nodes():
-    return load_pack().NODE_CLASS_MAPPINGS
+from test_nodes_support import InterruptProcessingException, pack_module
 
 
 @pytest.fixture

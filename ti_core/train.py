@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from . import __version__, latents, templates
 from .embeddings import MAX_VECTORS, Embedding, check_name, save_embedding
