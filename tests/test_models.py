@@ -195,3 +195,12 @@ def test_sd2_single_file_without_marker_is_read_as_eps_and_can_be_overridden(tmp
     save_file(sd, str(path), metadata=metadata)
     assert load_model(path).prediction_type == "epsilon"
     assert load_model(path, prediction_type="v_prediction").scheduler_config["prediction_type"] == "v_prediction"
+
+
+def test_single_file_models_are_readable_by_others(single_file):
+    import stat
+
+    mode = stat.S_IMODE(single_file("tiny-sd1").stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask

@@ -6,6 +6,7 @@ benchmarks (weights are random, so images are noise, but every tensor has its re
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -54,8 +55,14 @@ def _write_single_file(arch, parts, out: Path) -> None:
         sd["v_pred"] = torch.tensor([])  # the marker ComfyUI and our loader read
     sd = {k: v.contiguous() for k, v in sd.items()}
     tmp = out.with_name(out.name + ".partial")
-    save_file(sd, str(tmp), metadata=arch_to_metadata(arch))
-    tmp.replace(out)
+    try:
+        save_file(sd, str(tmp), metadata=arch_to_metadata(arch))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates files owner-only; others' tools may need to read it
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_folder(arch, parts, out: Path) -> None:
