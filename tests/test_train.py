@@ -322,3 +322,9 @@ def test_precision_autocasts_an_fp32_model_and_refuses_to_upcast(tmp_path, loade
     half = load_model(model_dir("tiny-sd1"), dtype="bf16")
     with pytest.raises(SettingError, match="precision fp32 needs the model loaded in fp32 \\(it is bfloat16\\)"):
         train(half, images, TrainConfig(name="d", steps=1, precision="fp32"))
+
+
+def test_batch_larger_than_the_image_count_says_what_happens(tmp_path, loaded, caplog):
+    with caplog.at_level("WARNING", logger="ti_core"):
+        result = train(loaded("tiny-sd1"), _images(tmp_path / "img", count=2), TrainConfig(name="d", steps=1, batch_size=3))
+    assert "batch_size 3 is larger than the 2 training images" in caplog.text and result.steps_done == 1

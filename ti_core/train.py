@@ -206,6 +206,11 @@ def train(model, images, config: TrainConfig, on_step: Callable[[StepInfo], None
     """Train `config.name` on `images` (a folder or a list of data.SourceImage) with `model` frozen."""
     config.validate()
     images = _as_images(images)
+    if config.batch_size > len(images):
+        logging.getLogger("ti_core").warning(
+            f"batch_size {config.batch_size} is larger than the {len(images)} training images: each batch draws "
+            "images with repetition (each with its own crop and flip), so a step costs more without adding data."
+        )
     output = Path(config.output) if config.output else None
     if output is not None:
         check_output(output, resuming=bool(config.resume))
