@@ -16,36 +16,31 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
 TINY = ("tiny-sd1", "tiny-sd2", "tiny-sdxl")
 
 
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory):
-    """arch name -> diffusers folder of that tiny arch (seed 0), made on first use."""
+def _tiny_models(root, single_file: bool):
+    """arch name -> that tiny arch (seed 0) written under `root`, made on first use."""
     from ti_core.make_model import make_model
 
-    root = tmp_path_factory.mktemp("models")
     made = {}
 
     def get(arch: str):
         if arch not in made:
-            made[arch] = make_model(arch, root / arch, seed=0)
+            out = root / (f"{arch}.safetensors" if single_file else arch)
+            made[arch] = make_model(arch, out, single_file=single_file, seed=0)
         return made[arch]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """arch name -> diffusers folder of that tiny arch (seed 0)."""
+    return _tiny_models(tmp_path_factory.mktemp("models"), single_file=False)
 
 
 @pytest.fixture(scope="session")
 def single_file(tmp_path_factory):
     """arch name -> single .safetensors (original key layout) of the same weights as model_dir(arch)."""
-    from ti_core.make_model import make_model
-
-    root = tmp_path_factory.mktemp("single")
-    made = {}
-
-    def get(arch: str):
-        if arch not in made:
-            made[arch] = make_model(arch, root / f"{arch}.safetensors", single_file=True, seed=0)
-        return made[arch]
-
-    return get
+    return _tiny_models(tmp_path_factory.mktemp("single"), single_file=True)
 
 
 @pytest.fixture(scope="session")

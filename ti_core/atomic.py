@@ -57,3 +57,13 @@ def _move_into_place(tmp: str, path: Path, overwrite: bool, exists_error) -> Non
         if path.exists():
             raise exists_error(path) from None
         os.replace(tmp, path)
+
+
+def free_path(path) -> Path:
+    """`path`, or the first `name-N.ext` that does not exist yet (for outputs we never overwrite)."""
+    path = Path(path)
+    n, candidate = 1, path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        n += 1
+    return candidate

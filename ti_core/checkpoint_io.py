@@ -58,11 +58,15 @@ def sniff_format(path: Path) -> str:
     return "unknown"
 
 
-def read_safetensors_metadata(path: Path) -> dict:
+def _read_header(path: Path) -> tuple[int, dict]:
+    """(offset where tensor data starts, the JSON header) of a .safetensors file."""
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    return header.get("__metadata__") or {}
+        return 8 + n, json.loads(f.read(n))
+
+
+def read_safetensors_metadata(path: Path) -> dict:
+    return _read_header(path)[1].get("__metadata__") or {}
 
 
 def read_safetensors(path: Path, error: type = ModelLoadError) -> tuple[dict, dict]:
@@ -97,18 +101,16 @@ class LazySafetensors(Mapping):
         self._unreleased = 0
         try:
             size = path.stat().st_size
-            with open(path, "rb") as f:
-                (n,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(n))
-            header.pop("__metadata__", None)
+            start, header = _read_header(path)
+            self.metadata = header.pop("__metadata__", None) or {}
             self._entries = {}
             for key, entry in header.items():
                 begin, end = entry["data_offsets"]
                 if entry["dtype"] not in _SAFETENSORS_DTYPES:
                     raise ValueError(f"tensor {key} has unsupported dtype {entry['dtype']}")
-                if not 0 <= begin <= end or 8 + n + end > size:
+                if not 0 <= begin <= end or start + end > size:
                     raise ValueError(f"tensor {key} lies past the end of the file ({size} bytes)")
-                self._entries[key] = (_SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"]), 8 + n + begin, end - begin)
+                self._entries[key] = (_SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"]), start + begin, end - begin)
         except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
             raise error(f"{path}: corrupt or truncated .safetensors file ({e}). Download it again.") from None
 
@@ -244,7 +246,8 @@ def load_tensors(path: str | Path, lazy_dtype: torch.dtype | None = None) -> tup
     kind = sniff_format(path)
     if kind == "safetensors":
         if lazy_dtype is not None:
-            return LazySafetensors(path, lazy_dtype), read_safetensors_metadata(path)
+            lazy = LazySafetensors(path, lazy_dtype)
+            return lazy, lazy.metadata
         return read_safetensors(path)
     if kind in ("zip", "pickle"):
         return checkpoint_from_pickle(load_pickle(path), path)

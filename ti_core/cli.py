@@ -33,6 +33,7 @@ def cmd_make_model(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    from .atomic import free_path
     from .embeddings import load_embedding
     from .models import load_model
     from .prompt import encode_pair
@@ -49,20 +50,10 @@ def cmd_sample(args) -> int:
         width=args.width, height=args.height, batch=args.batch,
     )
     for i, image in enumerate(to_pil(images)):
-        path = _free_path(out / f"{args.prefix}_{args.seed}_{i:02d}.png")
+        path = free_path(out / f"{args.prefix}_{args.seed}_{i:02d}.png")
         image.save(path)
         print(path)
     return 0
-
-
-def _free_path(path: Path) -> Path:
-    """`path`, or the first `name-N.ext` that does not exist (we never overwrite a user's image)."""
-    n = 1
-    candidate = path
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-        n += 1
-    return candidate
 
 
 def cmd_inspect(args) -> int:

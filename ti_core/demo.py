@@ -36,22 +36,14 @@ def draw_examples(folder: Path, count: int = 4, seed: int = 0) -> Path:
     return folder
 
 
-def _free(path: Path) -> Path:
-    n, candidate = 1, path
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    return candidate
-
-
 def _splice_check(model, out: Path, log) -> float:
     from .embeddings import Embedding, load_embedding, save_embedding
-    from .prompt import encode_prompt
+    from .prompt import encode_prompt, token_ids
 
     path = out / "embeddings" / f"{DEMO_NAME}.safetensors"
     if not path.exists():
         tokenizer, encoder = model.tokenizers[0], model.text_encoders[0]
-        ids = tokenizer.backend_tokenizer.encode(DEMO_WORDS, add_special_tokens=False).ids
+        ids = token_ids(tokenizer, DEMO_WORDS)
         rows = encoder.get_input_embeddings().weight[ids].detach().clone()
         save_embedding(Embedding(DEMO_NAME, {"emb_params": rows}, {"init_text": DEMO_WORDS}), path)
     embedding = load_embedding(path)
@@ -63,6 +55,7 @@ def _splice_check(model, out: Path, log) -> float:
 
 
 def run_demo(out: Path, log: Callable[[str], None] = print) -> dict:
+    from .atomic import free_path
     from .embeddings import load_embedding
     from .make_model import make_model
     from .models import load_model
@@ -80,7 +73,7 @@ def run_demo(out: Path, log: Callable[[str], None] = print) -> dict:
     diff = _splice_check(model, out, log)
 
     images = draw_examples(out / "images")
-    target = _free(out / "embeddings" / f"{TRAIN_NAME}.safetensors")
+    target = free_path(out / "embeddings" / f"{TRAIN_NAME}.safetensors")
     log(f"training {TRAIN_NAME!r} on 4 pictures in {images} for {TRAIN_STEPS} steps")
     config = TrainConfig(name=TRAIN_NAME, init_text="red ball", vectors=2, steps=TRAIN_STEPS, learning_rate="1e-2",
                          template="object", save_every=0, output=str(target))
@@ -93,7 +86,7 @@ def run_demo(out: Path, log: Callable[[str], None] = print) -> dict:
     samples = sample(model, positive, negative, sampler="euler", steps=20, cfg=7.0, seed=0, batch=2)
     files = []
     for i, image in enumerate(to_pil(samples)):
-        path = _free(out / f"{TRAIN_NAME}_{i}.png")
+        path = free_path(out / f"{TRAIN_NAME}_{i}.png")
         image.save(path)
         files.append(str(path))
     log(f"wrote {len(files)} samples of 'a photo of embedding:{TRAIN_NAME}' to {out} "

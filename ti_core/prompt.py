@@ -89,6 +89,12 @@ def encode_prompt(
     return Conditioning(embeds=embeds, pooled=pooled)
 
 
+def token_ids(tokenizer, text: str) -> list:
+    """The vocabulary ids of `text`, without start/end tokens. The backend tokenizer gives the same ids as the
+    tokenizer itself, without its warning that a long prompt exceeds 77 tokens (prompts are chunked here)."""
+    return tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
+
+
 def prompt_chunks(model, prompt: str, embeddings=(), resolver: Resolver | None = None) -> list:
     """The prompt as chunks (lists of `Slot`, at most 75 each), embeddings resolved and checked to fit."""
     return _chunk(_slots(model, parse_prompt(prompt), as_embedding_dict(embeddings), resolver))
@@ -135,9 +141,7 @@ def _slots(model, segments, known: dict, resolver) -> list:
         embedding = _lookup(seg, known, resolver) if isinstance(seg, EmbeddingRef) else None
         if embedding is None:
             text = seg.text if isinstance(seg, Text) else seg.name
-            # The backend tokenizer gives the same ids without warning that long prompts exceed 77 tokens
-            # (they are chunked here).
-            ids = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
+            ids = token_ids(tokenizer, text)
             groups.extend([Slot(seg.weight, token_id=i)] for i in ids)
             continue
         if embedding.num_vectors > MAX_VECTORS:

@@ -25,7 +25,7 @@ from . import __version__, latents, templates
 from .embeddings import MAX_VECTORS, Embedding, check_name, save_embedding
 from .errors import SettingError
 from .memory import release_free_memory
-from .prompt import chunk_ids, encode_pair, prompt_chunks, run_encoder
+from .prompt import chunk_ids, encode_pair, prompt_chunks, run_encoder, token_ids
 from .schedule import parse_lr
 from .train_state import TrainState, load_state, save_state
 
@@ -140,7 +140,7 @@ def state_path_for(output: str | Path) -> Path:
 def init_vectors(model, text: str, n: int, generator: torch.Generator) -> list:
     """Per text encoder an [n, D] fp32 tensor: the init text's token vectors spread over n, or random."""
     tokenizer = model.tokenizers[0]
-    ids = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids if text.strip() else []
+    ids = token_ids(tokenizer, text) if text.strip() else []
     out = []
     for encoder in model.text_encoders:
         table = encoder.get_input_embeddings().weight.detach().float()
