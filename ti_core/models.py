@@ -231,16 +231,23 @@ def _load_folder(path: Path, dtype, family, prediction_type) -> SDModel:
 
 def _read_config(folder: Path, name: str = "config.json") -> dict:
     try:
-        return json.loads((folder / name).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        config = json.loads((folder / name).read_text())
+    except (OSError, ValueError) as e:
         raise ModelLoadError(f"{folder / name}: missing or unreadable config ({e}).") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{folder / name}: a config is a JSON object, but this file holds a {type(config).__name__}.")
+    return config
 
 
 def _read_weights(folder: Path, dtype: torch.dtype) -> dict:
     """The tensors of one diffusers component folder: safetensors (single, sharded or an fp16 variant) or .bin."""
     index = sorted(folder.glob("*.safetensors.index.json"))
     if index:
-        shards = sorted(set(json.loads(index[0].read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index[0].read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ModelLoadError(f"{index[0]}: unreadable shard index ({type(e).__name__}: {e}); it should be JSON "
+                                 'with a "weight_map" object, as diffusers writes it.') from None
         files = [folder / s for s in shards]
     else:
         files = sorted(folder.glob("*.safetensors"), key=lambda f: (f.name.count("."), f.name))[:1]
@@ -255,7 +262,11 @@ def _read_weights(folder: Path, dtype: torch.dtype) -> dict:
 
 def _assemble(arch: Arch, parts: dict, dtype, prediction_type, path: Path, tokenizers, hint: str) -> SDModel:
     """Fill empty (meta-device) modules of `arch` with the converted weights, or say what does not fit."""
-    shells = build_components(arch, empty=True)
+    try:
+        shells = build_components(arch, empty=True)
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as e:  # a config with odd values
+        raise ModelLoadError(f"{path}: cannot build a model from its config ({type(e).__name__}: {e}); the "
+                             f"config.json files are damaged or not those of an SD1.x/SD2.x/SDXL model.") from None
     named = [("unet", shells["unet"], parts["unet"]), ("vae", shells["vae"], parts["vae"])]
     named += [
         (f"text encoder {i + 1}", module, sd)
