@@ -23,10 +23,10 @@ def atomic_write(path, write: Callable[[BinaryIO], None], *, overwrite: bool,
     path = Path(path)
     if path.exists() and not overwrite:
         raise exists_error(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.partial")
     # Created here rather than by a library, so the user's umask applies (safetensors writes mode 0600).
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
