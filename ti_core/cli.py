@@ -10,7 +10,14 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import TIError
+from .errors import SettingError, TIError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument mistakes are one line too (argparse would print the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _quiet_libraries() -> None:
@@ -39,11 +46,16 @@ def cmd_sample(args) -> int:
     from .prompt import encode_pair
     from .sample import check_size, sample, to_pil
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SettingError(f"--out {out} is a file, not a folder; give a folder for the PNGs.")
     embeddings = [load_embedding(p) for p in args.embedding]
     model = load_model(args.model, dtype=args.dtype, device=args.device)
     check_size(model, args.width, args.height)  # fail before the slow part
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SettingError(f"cannot create the folder {out} ({e.strerror or e}); choose one you can write to.") from None
     positive, negative = encode_pair(model, args.prompt, args.negative, embeddings)
     images = sample(
         model, positive, negative, sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed,
@@ -98,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .models import DTYPES
     from .sample import SAMPLERS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m ti_core", description="Textual inversion for Stable Diffusion (SD1.x, SD2.x, SDXL), offline."
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -6,6 +6,7 @@ CPU: the initial noise and every ancestral step draw from one CPU generator seed
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -86,6 +87,8 @@ def sample(
         raise SettingError(f"steps {steps} must be at least 1.")
     if batch < 1:
         raise SettingError(f"batch {batch} must be at least 1.")
+    if not math.isfinite(cfg):
+        raise SettingError(f"cfg {cfg} must be a finite number (e.g. 7).")
     if positive.embeds.shape != negative.embeds.shape:
         raise SettingError(
             f"positive and negative conditioning differ in shape ({tuple(positive.embeds.shape)} vs "
