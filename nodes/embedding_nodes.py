@@ -74,10 +74,11 @@ class TISaveEmbedding:
     def save(self, embedding, name, format):
         import dataclasses
 
-        from ..ti_core.embeddings import save_embedding
+        from ..ti_core.embeddings import check_name, save_embedding
 
         from .safe_paths import resolve_inside
 
+        check_name(name.strip())  # says what is wrong with the name, before it becomes a path
         path = resolve_inside(comfy.folder_paths_for("embeddings")[0], name.strip() + SAVE_FORMATS[format])
         written = save_embedding(dataclasses.replace(embedding, name=name.strip()), path, format=format)
         return {"ui": {"text": [f"saved {written}"]}}

@@ -154,12 +154,14 @@ class TITrainEmbedding:
     def train(self, model, name, init_text, vectors, steps, learning_rate, batch_size, grad_accum,
               template, crop, resolution, save_every, preview_every, train_seed, resume, precision="model",
               images=None, image_batch=None, unique_id=None):
+        from ..ti_core.embeddings import check_name
         from ..ti_core.train import TrainConfig, train
 
         from . import status
         from .convert import pil_to_image
         from .loss_chart import draw_loss_chart
 
+        check_name(name.strip())  # says what is wrong with the name, before it becomes a path
         output, state = embedding_output(name), state_output(name)
         config = TrainConfig(name=name.strip(), init_text=init_text, vectors=vectors, steps=steps,
                              learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
