@@ -27,7 +27,7 @@ from .errors import SettingError
 from .memory import release_free_memory
 from .prompt import chunk_ids, encode_pair, prompt_chunks, run_encoder, token_ids
 from .schedule import parse_lr
-from .train_state import TrainState, load_state, save_state
+from .train_state import TrainState, load_state, require_state_file, save_state
 
 
 PRECISIONS = ("model", "fp32", "bf16", "fp16")
@@ -99,6 +99,9 @@ class TrainConfig:
             if not ok:
                 raise SettingError(message + ".")
         parse_lr(self.learning_rate)
+        templates.load_templates(self.template)  # a missing or empty template file, before the model loads
+        if self.resume:
+            require_state_file(self.resume)
 
 
 @dataclass

@@ -53,12 +53,18 @@ def save_state(path, state: TrainState) -> Path:
     return atomic_write(path, lambda f: f.write(data), overwrite=True)
 
 
-def load_state(path) -> TrainState:
-    from safetensors import SafetensorError, safe_open
-
+def require_state_file(path) -> Path:
+    """`path` if it is a file; else the error saying where resume states are written (checked before training)."""
     path = Path(path)
     if not path.is_file():
         raise SettingError(f"{path}: no such resume state. It is written beside the embedding as NAME.state.safetensors.")
+    return path
+
+
+def load_state(path) -> TrainState:
+    from safetensors import SafetensorError, safe_open
+
+    path = require_state_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})[STATE_KEY])
