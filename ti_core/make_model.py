@@ -37,13 +37,14 @@ def make_model(arch_name: str, out, *, single_file: bool = False, seed: int = 0,
             module.to(dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
     if single_file:
-        _write_single_file(arch, parts, out)
+        write_single_file(arch, parts, out)
     else:
         _write_folder(arch, parts, out)
     return out
 
 
-def _write_single_file(arch, parts, out: Path) -> None:
+def write_single_file(arch, parts, out: Path, metadata: dict | None = None) -> None:
+    """`parts` ({"unet", "vae", "text_encoders"}) as one LDM-layout .safetensors with `arch` in its metadata."""
     from safetensors.torch import save_file
 
     from .ldm_keys import diffusers_to_ldm
@@ -56,7 +57,7 @@ def _write_single_file(arch, parts, out: Path) -> None:
     sd = {k: v.contiguous() for k, v in sd.items()}
     tmp = out.with_name(out.name + ".partial")
     try:
-        save_file(sd, str(tmp), metadata=arch_to_metadata(arch))
+        save_file(sd, str(tmp), metadata={**(metadata or {}), **arch_to_metadata(arch)})
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # safetensors creates files owner-only; others' tools may need to read it

@@ -47,6 +47,15 @@ class Scene:
         return (self.colour, self.shape) in HELD_OUT
 
 
+def default_background(colour: str) -> str:
+    """The background a caption that names none stands for: white (black behind a white shape).
+
+    Base training captions leave the background out only on this colour, so a prompt without one gives a plain,
+    predictable background; a model that learned "any background" paints held-out concepts on their own colour.
+    """
+    return "black" if colour == "white" else "white"
+
+
 def random_scene(rng: random.Random, held_out: str = "exclude", **fixed) -> Scene:
     """A random scene; `held_out`: exclude | include | only. Any field may be fixed (e.g. shape="star")."""
     while True:
@@ -79,7 +88,7 @@ def caption(scene: Scene, rng: random.Random | None = None) -> str:
     shape = "shape" if rng.random() < 0.1 else scene.shape
     colour = "" if rng.random() < 0.1 else scene.colour
     text = rng.choice(TEMPLATES).format(c=colour, p=pattern, s=shape, b=scene.background)
-    if rng.random() < 0.15:  # drop the background phrase
+    if scene.background == default_background(scene.colour) and rng.random() < 0.5:  # the unnamed background
         text = text.split(" on ")[0].split(",")[0]
     return " ".join(text.split())
 
