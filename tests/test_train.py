@@ -94,7 +94,7 @@ def test_stop_keeps_a_whole_file_that_loads(tmp_path, loaded):
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_nan_loss_rolls_back_and_lowers_the_learning_rate(tmp_path, loaded, monkeypatch):
+def test_nan_loss_rolls_back_and_lowers_the_learning_rate(tmp_path, loaded, monkeypatch, caplog):
     model = loaded("tiny-sd1")
     original = type(model.unet).forward
     calls = {"n": 0}
@@ -114,6 +114,8 @@ def test_nan_loss_rolls_back_and_lowers_the_learning_rate(tmp_path, loaded, monk
     assert seen[2].nan_rollbacks == 1 and result.nan_rollbacks == 1
     assert seen[1].lr == pytest.approx(1e-2) and seen[3].lr == pytest.approx(5e-3)
     assert torch.isfinite(result.embedding.vectors["emb_params"]).all()
+    said = [r.getMessage() for r in caplog.records if r.name == "ti_core" and "NaN" in r.getMessage()]
+    assert len(said) == 1 and "step 3" in said[0] and "rolled back" in said[0] and "0.5" in said[0], said
 
 
 def test_sdxl_trains_both_vectors_with_micro_conditioning(tmp_path, loaded, monkeypatch):

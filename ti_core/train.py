@@ -77,6 +77,15 @@ class TrainConfig:
     state_path: str | None = None  # where to write the resume state; None = beside the output (a UI may want it
     # elsewhere: ComfyUI lists every .safetensors in models/embeddings as an embedding)
     loss_smoothing: float = 0.9  # EMA factor for the smoothed loss shown to the user
+    validate_every: int = 0  # steps between validation losses (0 = none). The training loss jumps with each
+    # step's random timestep; this one re-uses the same images, crops, prompts, timesteps and noise every time
+    # (Voronov et al. 2023, "Is This Loss Informative?"), so its curve shows when the word stops improving
+    validation_samples: int = 16  # fixed draws per validation, timesteps spread evenly over the schedule; each
+    # costs one forward pass (no backward), so 16 every 25 steps adds about a fifth to the training time
+    early_stop: int = 0  # stop after this many validations in a row without a new best (0 = run all steps);
+    # needs validate_every. 3-5 is a good start: the loss of a learned word flattens, it rarely turns back down
+    early_stop_delta: float = 0.01  # a new best must beat the old one by this fraction (1% = noise-level gains
+    # do not keep a finished run going)
     nan_lr_factor: float = 0.5  # after a NaN/inf step, roll back and multiply the learning rate by this
 
     def validate(self) -> None:
@@ -92,6 +101,12 @@ class TrainConfig:
             (self.save_every >= 0 and self.preview_every >= 0, "save_every and preview_every must be 0 or more"),
             (self.max_grad_norm > 0, f"max_grad_norm {self.max_grad_norm} must be positive"),
             (0 < self.nan_lr_factor < 1, f"nan_lr_factor {self.nan_lr_factor} must be between 0 and 1"),
+            (self.validate_every >= 0, f"validate_every {self.validate_every} must be 0 (off) or more"),
+            (self.validation_samples >= 1, f"validation_samples {self.validation_samples} must be at least 1"),
+            (self.early_stop >= 0, f"early_stop {self.early_stop} must be 0 (off) or more"),
+            (not self.early_stop or self.validate_every,
+             f"early_stop {self.early_stop} needs validate_every (e.g. 25): it counts validations without progress"),
+            (0 <= self.early_stop_delta < 1, f"early_stop_delta {self.early_stop_delta} must be from 0 to 1"),
             (self.precision in PRECISIONS, f"precision {self.precision!r} must be one of {', '.join(PRECISIONS)}"),
         ]
         check_name(self.name)
@@ -117,6 +132,7 @@ class StepInfo:
     nan_rollbacks: int = 0
     preview: torch.Tensor | None = None  # [B, H, W, C] in 0..1 when a preview was made at this step
     saved: str | None = None  # the embedding file written at this step
+    val_loss: float | None = None  # the validation loss, at steps where one was measured
 
 
 @dataclass
@@ -129,6 +145,13 @@ class TrainResult:
     state_path: str | None = None
     nan_rollbacks: int = 0
     seconds: float = 0.0
+    val_losses: list = field(default_factory=list)  # (step, validation loss) pairs; step 0 = the init vectors
+    early_stopped: bool = False  # True when the validation loss stopped improving (config.early_stop)
+
+    @property
+    def best_step(self) -> int | None:
+        """The step with the lowest validation loss, if any was measured."""
+        return min(self.val_losses, key=lambda pair: pair[1])[0] if self.val_losses else None
 
 
 def state_path_for(output: str | Path) -> Path:
@@ -264,6 +287,7 @@ class _Trainer:
                                                                      torch.Generator().manual_seed(config.seed + 2))]
         self.optimizer = torch.optim.AdamW(self.params, lr=self.schedule.at(0), weight_decay=config.weight_decay)
         self.step, self.lr_scale, self.nan_rollbacks, self.smoothed, self.losses = 0, 1.0, 0, None, []
+        self.val_losses = []  # (step, validation loss)
         # fp16 activations can underflow small gradients to zero; scale the loss up (and the gradients back
         # down), as mixed-precision training does. bf16 and fp32 have fp32's range and need no scaling.
         self.compute_dtype = compute_dtype(model, config.precision)
@@ -290,9 +314,9 @@ class _Trainer:
             self.layouts[text] = _layout(self.model, text, self.probe)
         return self.layouts[text]
 
-    def _batch(self):
+    def _batch(self, count: int):
         factor = self.model.vae_scale_factor
-        picks = [self.rng.choice(self.cache) for _ in range(self.config.batch_size)]
+        picks = [self.rng.choice(self.cache) for _ in range(count)]
         items = [self.rng.choice(variants) for variants in picks]
         crops = [latents.crop_latent(c, self.resolution, factor, self.config.crop, self.rng, self.generator)
                  for c in items]
@@ -303,12 +327,16 @@ class _Trainer:
         time_ids = [(*c.original_size, *crop[2], self.resolution, self.resolution) for c, crop in zip(items, crops)]
         return batch, weight, layouts, time_ids
 
-    def _loss(self) -> torch.Tensor:
+    def _loss(self, timesteps: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoising loss of one batch drawn from self.rng/self.generator; `timesteps` fixes t (and the size)."""
         model, dtype = self.model, self.model.dtype
-        latent, weight, layouts, time_ids = self._batch()
+        latent, weight, layouts, time_ids = self._batch(self.config.batch_size if timesteps is None else len(timesteps))
         noise = torch.randn(latent.shape, generator=self.generator)
-        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latent.shape[0],),
-                          generator=self.generator)
+        if timesteps is None:
+            t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latent.shape[0],),
+                              generator=self.generator)
+        else:
+            t = timesteps
         noisy = self.noise_scheduler.add_noise(latent, noise, t)
         if model.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latent, noise, t)
@@ -335,6 +363,27 @@ class _Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.model.device.type, dtype=self.compute_dtype)
 
+    def fixed_loss(self, samples: int, seed: int, params: list | None = None) -> float:
+        """The mean loss over `samples` fixed draws (image, crop, flip, prompt, noise from `seed`; timesteps spread
+        evenly), of `params` or the current vectors. The same arguments give the same draws, so values compare
+        across steps; the training draws (rng, generator) are left as they were."""
+        total_t = self.noise_scheduler.config.num_train_timesteps
+        timesteps = ((torch.arange(samples) + 0.5) * total_t / samples).long()
+        chunk = max(1, self.config.batch_size)
+        saved = self.params, self.rng, self.generator
+        total = 0.0
+        try:
+            if params is not None:
+                self.params = [torch.as_tensor(v, dtype=torch.float32) for v in params]
+            with torch.no_grad():
+                for i, start in enumerate(range(0, samples, chunk)):
+                    self.rng, self.generator = random.Random(seed + i), torch.Generator().manual_seed(seed + i)
+                    part = timesteps[start:start + chunk]
+                    total += float(self._loss(part)) * len(part)
+        finally:
+            self.params, self.rng, self.generator = saved
+        return total / samples
+
     def _snapshot(self):
         return ([p.detach().clone() for p in self.params], _clone_optimizer_state(self.optimizer))
 
@@ -346,6 +395,9 @@ class _Trainer:
         self.optimizer.load_state_dict(_clone_optimizer_state_dict(optim_state))
         self.nan_rollbacks += 1
         self.lr_scale *= self.config.nan_lr_factor
+        logging.getLogger("ti_core").warning(
+            f"step {self.step + 1}: the loss or the gradient was NaN/inf; rolled back to the last good vectors and "
+            f"lowered the learning rate to {self.lr_scale:g} x the schedule (rollback {self.nan_rollbacks}).")
 
     def _optimizer_step(self) -> float:
         """One optimizer step over grad_accum forward passes; returns the mean loss (NaN if rolled back)."""
@@ -399,7 +451,7 @@ class _Trainer:
             name=self.config.name, step=self.step, vectors=[p.detach() for p in self.params],
             optimizer=self.optimizer.state_dict(), rng=self.rng.getstate(), generator=self.generator.get_state(),
             lr_scale=self.lr_scale, nan_rollbacks=self.nan_rollbacks, smoothed=self.smoothed, losses=self.losses,
-            loss_scale=self.loss_scale,
+            loss_scale=self.loss_scale, val_losses=[list(pair) for pair in self.val_losses],
         ))
         return self.output
 
@@ -419,6 +471,7 @@ class _Trainer:
         self.step, self.lr_scale, self.nan_rollbacks = state.step, state.lr_scale, state.nan_rollbacks
         self.loss_scale = state.loss_scale
         self.smoothed, self.losses = state.smoothed, list(state.losses)
+        self.val_losses = [tuple(pair) for pair in state.val_losses]
 
     # -- run --------------------------------------------------------------------------------------------
 
@@ -431,9 +484,28 @@ class _Trainer:
         return sample(self.model, positive, negative, steps=self.config.preview_steps, seed=self.config.preview_seed,
                       width=self.resolution, height=self.resolution)
 
+    VALIDATION_SEED_OFFSET = 7919  # validation draws differ from every training draw of the same seed
+
+    def validate(self) -> float:
+        """The validation loss of the current vectors, recorded with the step."""
+        loss = self.fixed_loss(self.config.validation_samples, self.config.seed + self.VALIDATION_SEED_OFFSET)
+        self.val_losses.append((self.step, loss))
+        return loss
+
+    def _plateaued(self) -> bool:
+        """config.early_stop validations in a row without beating the best before them by early_stop_delta."""
+        patience = self.config.early_stop
+        if not patience or len(self.val_losses) <= patience:
+            return False
+        losses = [loss for _, loss in self.val_losses]
+        best_before = min(losses[:-patience])
+        return min(losses[-patience:]) > best_before * (1 - self.config.early_stop_delta)
+
     def run(self, on_step, should_stop) -> TrainResult:
         config, started = self.config, time.perf_counter()
-        first_step, saved_path, stopped = self.step, None, False
+        first_step, saved_path, stopped, early = self.step, None, False, False
+        if config.validate_every and not self.val_losses:
+            self.validate()  # step 0: the init vectors' loss, the baseline every later value compares with
         checkpointing = config.gradient_checkpointing and not self.model.unet.is_gradient_checkpointing
         if checkpointing:
             self.model.unet.enable_gradient_checkpointing()
@@ -448,8 +520,13 @@ class _Trainer:
                     self.losses.append(loss)
                     s = config.loss_smoothing
                     self.smoothed = loss if self.smoothed is None else s * self.smoothed + (1 - s) * loss
+                val_loss = None
+                if config.validate_every and (self.step % config.validate_every == 0 or self.step == config.steps):
+                    val_loss = self.validate()
+                    early = self._plateaued()
                 saved = None
-                if config.save_every and self.step % config.save_every == 0 and self.step < config.steps:
+                if (config.save_every and self.step % config.save_every == 0 and self.step < config.steps
+                        and not early):
                     saved = self.save()
                 preview = None
                 if config.preview_every and self.step % config.preview_every == 0:
@@ -464,7 +541,13 @@ class _Trainer:
                         vector_norms=[p.detach().norm(dim=1).tolist() for p in self.params],
                         elapsed=elapsed, eta=elapsed / done * (config.steps - self.step),
                         nan_rollbacks=self.nan_rollbacks, preview=preview, saved=str(saved) if saved else None,
+                        val_loss=val_loss,
                     ))
+                if early:
+                    logging.getLogger("ti_core").info(
+                        f"early stop at step {self.step}: the validation loss has not improved by "
+                        f"{config.early_stop_delta:.0%} in {config.early_stop} validations")
+                    break
             saved_path = self.save()
         finally:
             if checkpointing:
@@ -474,6 +557,7 @@ class _Trainer:
             path=str(saved_path) if saved_path else None,
             state_path=str(self.state_path) if saved_path else None,
             nan_rollbacks=self.nan_rollbacks, seconds=time.perf_counter() - started,
+            val_losses=list(self.val_losses), early_stopped=early,
         )
 
 
@@ -502,15 +586,5 @@ class LossProbe:
         self.samples, self.seed = samples, seed
 
     def loss(self, vectors: list) -> float:
-        t = self.trainer
-        saved = t.params, t.rng, t.generator
-        total, batches = 0.0, max(1, self.samples // t.config.batch_size)
-        try:
-            t.params = [torch.as_tensor(v, dtype=torch.float32) for v in vectors]
-            with torch.inference_mode(False), torch.no_grad():
-                for i in range(batches):
-                    t.rng, t.generator = random.Random(self.seed + i), torch.Generator().manual_seed(self.seed + i)
-                    total += float(t._loss())
-        finally:
-            t.params, t.rng, t.generator = saved
-        return total / batches
+        with torch.inference_mode(False):
+            return self.trainer.fixed_loss(self.samples, self.seed, vectors)

@@ -25,9 +25,13 @@ def add_train_parser(sub) -> None:
     p.add_argument("--resolution", type=int, help="training size in pixels (default: the model's)")
     p.add_argument("--crop", choices=("random", "center", "pad"), default="random", help="default random")
     p.add_argument("--no-flip", action="store_true", help="do not mirror images (for text, logos, asymmetry)")
-    p.add_argument("--template", default="object", help="object, style, or a template file with [name] (default object)")
+    p.add_argument("--template", default="object", help="object, style, captions (a short sentence + each image's .txt caption), or a template file with [name] (default object)")
     p.add_argument("--save-every", type=int, default=100, help="steps between saves (default 100)")
     p.add_argument("--preview-every", type=int, default=0, help="steps between preview images (default 0 = none)")
+    p.add_argument("--validate-every", type=int, default=0,
+                   help="steps between validation losses on fixed draws (default 0 = none)")
+    p.add_argument("--early-stop", type=int, default=0,
+                   help="stop after N validations without a 1%% better loss (needs --validate-every; default 0 = off)")
     p.add_argument("--resume", help="resume state of an earlier run (OUT.state.safetensors)")
     p.add_argument("--precision", choices=DTYPES, default="fp32", help="the frozen model's dtype (default fp32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
@@ -48,7 +52,8 @@ def cmd_train(args) -> int:
         name=args.name, init_text=args.init_text, vectors=args.vectors, steps=args.steps, learning_rate=args.lr,
         batch_size=args.batch, grad_accum=args.grad_accum, resolution=args.resolution, crop=args.crop,
         flip=not args.no_flip, template=args.template, save_every=args.save_every, preview_every=args.preview_every,
-        seed=args.seed, output=str(out), resume=args.resume,
+        seed=args.seed, output=str(out), resume=args.resume, validate_every=args.validate_every,
+        early_stop=args.early_stop,
     )
     config.validate()  # everything cheap is checked before the model loads
     images, warnings = data.load_images(args.images)
@@ -59,9 +64,13 @@ def cmd_train(args) -> int:
     previews = out.with_name(out.name.rsplit(".", 1)[0] + "_previews")
     bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True)
 
+    shown = {}
+
     def on_step(info):
         bar.n = info.step
-        bar.set_postfix(loss=f"{info.smoothed_loss:.4f}", lr=f"{info.lr:.2g}")
+        if info.val_loss is not None:
+            shown["val"] = f"{info.val_loss:.4f}"
+        bar.set_postfix(loss=f"{info.smoothed_loss:.4f}", lr=f"{info.lr:.2g}", **shown)
         if info.preview is not None:
             previews.mkdir(parents=True, exist_ok=True)
             to_pil(info.preview)[0].save(previews / f"step_{info.step:06d}.png")
@@ -69,7 +78,8 @@ def cmd_train(args) -> int:
     with _ctrl_c_requests_stop() as stop:
         result = train(model, images, config, on_step=on_step, should_stop=stop)
     bar.close()
-    how = "stopped at" if result.stopped else "finished"
+    how = "stopped at" if result.stopped else ("early stop (validation loss flat) at" if result.early_stopped
+                                               else "finished")
     print(f"{how} step {result.steps_done}: wrote {result.path} (resume state {result.state_path})")
     return 0
 

@@ -28,6 +28,7 @@ class TrainState:
     smoothed: float | None = None
     losses: list = field(default_factory=list)
     loss_scale: float = 1.0  # fp16 only
+    val_losses: list = field(default_factory=list)  # [step, validation loss] pairs
 
 
 def save_state(path, state: TrainState) -> Path:
@@ -48,6 +49,7 @@ def save_state(path, state: TrainState) -> Path:
         "nan_rollbacks": state.nan_rollbacks, "smoothed": state.smoothed, "losses": state.losses,
         "rng": [version, list(internal), gauss], "param_groups": state.optimizer["param_groups"],
         "optimizer_scalars": scalars, "vectors": len(state.vectors), "loss_scale": state.loss_scale,
+        "val_losses": state.val_losses,
     }
     data = save(tensors, metadata={STATE_KEY: json.dumps(meta)})
     return atomic_write(path, lambda f: f.write(data), overwrite=True)
@@ -87,5 +89,5 @@ def load_state(path) -> TrainState:
         optimizer={"state": optim_state, "param_groups": meta["param_groups"]},
         rng=(version, tuple(internal), gauss), generator=tensors["generator"],
         lr_scale=meta["lr_scale"], nan_rollbacks=meta["nan_rollbacks"], smoothed=meta["smoothed"], losses=meta["losses"],
-        loss_scale=meta.get("loss_scale", 1.0),
+        loss_scale=meta.get("loss_scale", 1.0), val_losses=meta.get("val_losses", []),
     )
