@@ -126,8 +126,9 @@ class TITrainEmbedding:
             "batch_size": integer(C.batch_size, 1, 64, "Pictures per forward pass (memory grows with it)."),
             "grad_accum": integer(C.grad_accum, 1, 256, "Forward passes per optimizer step (effective batch = "
                                                         "batch_size x grad_accum)."),
-            "template": ("STRING", {"default": C.template, "tooltip": "Training prompts: object, style, or the "
-                                    "path of an A1111 template file with [name] and [filewords]."}),
+            "template": ("STRING", {"default": C.template, "tooltip": "Training prompts: object, style, "
+                                    "captions (a short sentence + each picture's .txt caption), or the path of an "
+                                    "A1111 template file with [name] and [filewords]."}),
             "crop": (["random", "center", "pad"], {"default": C.crop, "tooltip": "How pictures become squares: "
                      "a new random crop each step, the centre, or the whole picture padded. Never stretched."}),
             "resolution": integer(0, 0, 4096, "Training size in pixels (multiple of 8); 0 = the model's own.", 8),

@@ -15,7 +15,7 @@ from .textfile import read_user_text
 
 NAME = "[name]"
 FILEWORDS = "[filewords]"
-BUILTIN = ("object", "style")
+BUILTIN = ("object", "style", "captions")
 
 # The object templates of the textual inversion paper's code (Gal et al. 2022; also the diffusers example).
 OBJECT_TEMPLATES: tuple[str, ...] = (
@@ -72,20 +72,29 @@ STYLE_TEMPLATES: tuple[str, ...] = (
     "a large painting in the style of [name]",
 )
 
+# The word in a short sentence, then each image's caption: for captions that say what is *not* the concept
+# ("on a yellow background"), so the word learns the object and not the scene around it. Few, plain words, which
+# a small model such as the built-in toy-world one has seen in its own training.
+CAPTION_TEMPLATES: tuple[str, ...] = (
+    "a photo of a [name] [filewords]",
+    "a [name] [filewords]",
+)
+
 # A run of [filewords] with the separators and spaces around it ("a, [filewords], b" -> ", [filewords], ").
 _FILEWORDS_RUN = re.compile(r"[\s,;:.]*\[filewords\](?:[\s,;:.]*\[filewords\])*[\s,;:.]*")
 _PLACEHOLDER = re.compile(re.escape(NAME) + "|" + re.escape(FILEWORDS))
 
 
 def load_templates(spec) -> tuple[str, ...]:
-    """The templates named by `spec`: "object" or "style" (the built-in lists), or an A1111 template file's path.
+    """The templates named by `spec`: "object", "style" or "captions" (the built-in lists), or an A1111 template
+    file's path.
 
     The built-in names win over a file of the same name in the working directory (pass "./object" for that).
     A file holds one template per line; blank lines and lines starting with "#" are skipped. At least one line
     must contain [name]; lines without it are kept as written (as A1111 does), though they teach the word nothing.
     """
     if isinstance(spec, str) and spec.strip().lower() in BUILTIN:
-        return OBJECT_TEMPLATES if spec.strip().lower() == "object" else STYLE_TEMPLATES
+        return {"object": OBJECT_TEMPLATES, "style": STYLE_TEMPLATES, "captions": CAPTION_TEMPLATES}[spec.strip().lower()]
     path = Path(spec)
     text = _read(path)
     templates = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))

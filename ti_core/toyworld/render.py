@@ -121,22 +121,26 @@ def _shape_mask(shape: str, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor)
 
 
 def render(scenes: list, size: int = 32, supersample: int = 2, generator: torch.Generator | None = None,
-           jitter: float = 0.04) -> torch.Tensor:
-    """[N, 3, size, size] float32 in 0..1. With `generator`, colours vary by up to +-`jitter` per channel."""
-    n, s = len(scenes), size * supersample
-    coords = (torch.arange(s, dtype=torch.float32) + 0.5) / supersample  # pixel centres, in output pixels
-    ys, xs = coords.view(1, s, 1), coords.view(1, 1, s)
-    cx = torch.tensor([sc.cx * size for sc in scenes]).view(n, 1, 1)
-    cy = torch.tensor([sc.cy * size for sc in scenes]).view(n, 1, 1)
-    r = torch.tensor([sc.radius * size for sc in scenes]).view(n, 1, 1)
+           jitter: float = 0.04, width: int | None = None, height: int | None = None) -> torch.Tensor:
+    """[N, 3, height, width] float32 in 0..1 (both default to `size`). A scene's centre is a fraction of the width
+    and height, its radius a fraction of the shorter side. With `generator`, colours vary by up to +-`jitter` per
+    channel."""
+    n, w, h = len(scenes), width or size, height or size
+    side = min(w, h)
+    xs = ((torch.arange(w * supersample, dtype=torch.float32) + 0.5) / supersample).view(1, 1, -1)  # pixel centres
+    ys = ((torch.arange(h * supersample, dtype=torch.float32) + 0.5) / supersample).view(1, -1, 1)
+    sh, sw = h * supersample, w * supersample
+    cx = torch.tensor([sc.cx * w for sc in scenes]).view(n, 1, 1)
+    cy = torch.tensor([sc.cy * h for sc in scenes]).view(n, 1, 1)
+    r = torch.tensor([sc.radius * side for sc in scenes]).view(n, 1, 1)
     dx, dy = xs - cx, ys - cy
-    inside = torch.zeros(n, s, s, dtype=torch.bool)
+    inside = torch.zeros(n, sh, sw, dtype=torch.bool)
     for shape in SHAPES:
         rows = [i for i, sc in enumerate(scenes) if sc.shape == shape]
         if rows:
-            inside[rows] = _shape_mask(shape, dx[rows].expand(-1, s, s), dy[rows].expand(-1, s, s), r[rows])
-    stripes = (torch.floor(ys / 2) % 2 == 1).expand(n, s, s)  # period 4 px
-    dots = (((xs % 4) - 2) ** 2 + ((ys % 4) - 2) ** 2 <= 1.1**2).expand(n, s, s)  # period 4 px, radius 1.1 px
+            inside[rows] = _shape_mask(shape, dx[rows].expand(-1, sh, sw), dy[rows].expand(-1, sh, sw), r[rows])
+    stripes = (torch.floor(ys / 2) % 2 == 1).expand(n, sh, sw)  # period 4 px
+    dots = (((xs % 4) - 2) ** 2 + ((ys % 4) - 2) ** 2 <= 1.1**2).expand(n, sh, sw)  # period 4 px, radius 1.1 px
     pattern = torch.tensor([PATTERNS.index(sc.pattern) for sc in scenes]).view(n, 1, 1)
     shaded = ((pattern == 1) & stripes) | ((pattern == 2) & dots)
     colour = torch.tensor([COLOURS[sc.colour] for sc in scenes]).view(n, 3, 1, 1)
