@@ -5,6 +5,8 @@ from __future__ import annotations
 from . import comfy_adapter as comfy
 
 CATEGORY = "textual_inversion"
+# Random weights, drawing noise: kept after the built-in model because saved workflows name it and it is the
+# fastest model for checking that a graph runs. The label stays as it was, so those workflows still validate.
 DEMO_MODEL = "demo: tiny-sd1 (random weights)"
 DIFFUSERS_PREFIX = "[diffusers] "
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
@@ -12,9 +14,12 @@ DTYPES = ("fp32", "fp16", "bf16")
 
 
 def model_choices() -> list[str]:
+    """The built-in toy-world model first (the default), then the random demo model, checkpoints, folders."""
+    from ..ti_core.toyworld.model import BUILTIN_NAME
+
     checkpoints = comfy.list_files("checkpoints", CHECKPOINT_EXTENSIONS)
     folders = [DIFFUSERS_PREFIX + name for name in comfy.list_subfolders("diffusers")]
-    return [DEMO_MODEL, *checkpoints, *folders]
+    return [BUILTIN_NAME, DEMO_MODEL, *checkpoints, *folders]
 
 
 def demo_model_path():
@@ -29,7 +34,10 @@ def demo_model_path():
 
 def model_path(name: str):
     from ..ti_core.errors import SettingError
+    from ..ti_core.toyworld.model import BUILTIN_NAME, builtin_model_path
 
+    if name == BUILTIN_NAME:
+        return builtin_model_path()  # shipped in the pack; a clear error if a checkout lacks it
     if name == DEMO_MODEL:
         return demo_model_path()
     kind, rel = ("diffusers", name[len(DIFFUSERS_PREFIX):]) if name.startswith(DIFFUSERS_PREFIX) else ("checkpoints", name)
@@ -40,9 +48,11 @@ def model_path(name: str):
 
 
 class TILoadModel:
-    DESCRIPTION = ("Load an SD1.x, SD2.x or SDXL model for textual inversion: a single .safetensors/.ckpt from "
-                   "models/checkpoints, a diffusers folder from models/diffusers, or the built-in tiny demo model "
-                   "(random weights: it draws noise, but every step runs; built offline on first use).")
+    DESCRIPTION = ("Load an SD1.x, SD2.x or SDXL model for textual inversion: the built-in toy-world model "
+                   "(the default: a small SD1 model that draws 32 x 32 pictures of shapes, colours and patterns, "
+                   "so a word trains in minutes on a CPU), a single .safetensors/.ckpt from models/checkpoints, "
+                   "a diffusers folder from models/diffusers, or the tiny demo model (random weights: it draws "
+                   "noise, but every step runs).")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("TI_MODEL",)
@@ -52,8 +62,10 @@ class TILoadModel:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model_name": (model_choices(), {"tooltip": "A checkpoint file, a diffusers folder, or the demo model. "
-                                                        "Family and prediction type are read from the weights."}),
+            "model_name": (model_choices(), {"tooltip": "The built-in toy-world model (32 px shapes; ships with "
+                                                        "the pack), the random-weight demo model (draws noise), a "
+                                                        "checkpoint file or a diffusers folder. Family and "
+                                                        "prediction type are read from the weights."}),
             "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "Weights' precision. fp16/bf16 halve memory; "
                                                                     "trained vectors always stay fp32."}),
         }}
@@ -112,7 +124,7 @@ class TIEncodePrompt:
                                            "TITrainEmbedding or TILoadEmbedding)."})
         return {"required": {
             "model": ("TI_MODEL", {"tooltip": "The model from TILoadModel."}),
-            "text": ("STRING", {"multiline": True, "default": "a photo of embedding:demo-disc",
+            "text": ("STRING", {"multiline": True, "default": "a photo of embedding:purple-star",
                                 "tooltip": "The prompt. `embedding:name` inserts an embedding's vectors."}),
         }, "optional": {"embedding": emb, "embedding_2": emb, "embedding_3": emb}}
 
@@ -148,10 +160,12 @@ class TISample:
                               "tooltip": "Classifier-free guidance scale: how strongly to follow the prompt."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                              "tooltip": "Random seed of the initial noise."}),
-            "width": ("INT", {"default": 512, "min": 8, "max": 8192, "step": 8,
-                              "tooltip": "Image width in pixels (a multiple of 8)."}),
-            "height": ("INT", {"default": 512, "min": 8, "max": 8192, "step": 8,
-                               "tooltip": "Image height in pixels (a multiple of 8)."}),
+            # 0 = the model's own size, so a graph keeps working when another model is picked on TILoadModel
+            "width": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip": "Image width in pixels "
+                              "(a multiple of 8); 0 = the model's own (32 for the built-in model, 512 for SD1.5, "
+                              "1024 for SDXL)."}),
+            "height": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip": "Image height in pixels "
+                               "(a multiple of 8); 0 = the model's own."}),
             "batch": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Images per run."}),
         }}
 
@@ -161,7 +175,7 @@ class TISample:
         chunks = max(positive.conditioning.chunks, negative.conditioning.chunks)
         progress = comfy.Progress(steps)
         images = sample(model, positive.with_chunks(chunks), negative.with_chunks(chunks), sampler=sampler,
-                        steps=steps, cfg=cfg, seed=seed, width=width, height=height, batch=batch,
+                        steps=steps, cfg=cfg, seed=seed, width=width or None, height=height or None, batch=batch,
                         on_step=lambda step, total: progress.update(step), should_stop=progress.should_stop)
         progress.finish()
         return (images,)

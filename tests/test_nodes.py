@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from test_nodes_support import InterruptProcessingException, link_demo_model, load_pack, pack_module
+from ti_core.toyworld.model import BUILTIN_NAME
 
 COMFY_MODULES = ("folder_paths", "comfy", "comfy.utils", "comfy.model_management", "server")
 
@@ -124,12 +125,23 @@ def test_load_model_choices_and_files(absent, nodes, single_file, model_dir):
     shutil.copy(single_file("tiny-sd1"), ckpt)
     shutil.copytree(model_dir("tiny-sd2"), absent / "models" / "diffusers" / "tiny2")
     choices = nodes["TILoadModel"].INPUT_TYPES()["required"]["model_name"][0]
-    assert choices == [model_nodes.DEMO_MODEL, "tiny.safetensors", "[diffusers] tiny2"]
+    assert choices == [BUILTIN_NAME, model_nodes.DEMO_MODEL, "tiny.safetensors", "[diffusers] tiny2"]
     assert call(nodes["TILoadModel"], model_name="tiny.safetensors", dtype="fp32")[0].family == "sd1"
     model = call(nodes["TILoadModel"], model_name="[diffusers] tiny2", dtype="bf16")[0]
     assert model.family == "sd2" and model.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="not in models/checkpoints"):
         call(nodes["TILoadModel"], model_name="gone.safetensors", dtype="fp32")
+
+
+def test_load_model_built_in_toy_world_model(absent, nodes, monkeypatch):
+    toy = pack_module("ti_core.toyworld.model")  # the pack's own copy, which the node reads
+    with torch.inference_mode():
+        model = call(nodes["TILoadModel"], model_name=BUILTIN_NAME, dtype="fp32")[0]
+    assert model.family == "sd1" and model.resolution == 32
+    assert not model.text_encoders[0].get_input_embeddings().weight.is_inference()
+    monkeypatch.setattr(toy, "MODEL_FILE", absent / "gone.safetensors")
+    with pytest.raises(ValueError, match="train_base"):  # says how to rebuild it
+        call(nodes["TILoadModel"], model_name=BUILTIN_NAME, dtype="fp32")
 
 
 def test_load_model_weights_are_trainable_under_inference_mode(absent, nodes):
@@ -156,6 +168,9 @@ def test_encode_and_sample_with_embeddings(absent, nodes):
                       steps=2, cfg=5.0, seed=3, width=64, height=48, batch=2)[0]
     assert images.shape == (2, 48, 64, 3) and images.dtype == torch.float32
     assert 0 <= float(images.min()) and float(images.max()) <= 1
+    native = call(nodes["TISample"], model=model, positive=positive, negative=long_negative, sampler="euler",
+                  steps=1, cfg=5.0, seed=3, width=0, height=0, batch=1)[0]
+    assert native.shape == (1, model.resolution, model.resolution, 3)  # 0 = the model's own size
     with pytest.raises(ValueError, match="nowhere"):
         call(encode, model=model, text="embedding:nowhere")
 
