@@ -6,21 +6,35 @@ from . import comfy_adapter as comfy
 
 CATEGORY = "textual_inversion"
 DEMO_IMAGES = "ti-demo-images"  # drawn into ComfyUI's input folder on first use, so the example workflows run offline
+# What earlier versions drew there (a red disc): replaced by the current demo pictures, since the example
+# workflows now train a purple striped star. A folder holding anything else is never touched.
+OLD_DEMO_FILES = frozenset(f"disc_{i}{ext}" for i in range(4) for ext in (".png", ".txt"))
+
+
+def draw_demo_images(path) -> None:
+    """Draw the demo concept (a purple striped star the built-in model never saw) into an absent, empty or
+    old-demo folder."""
+    from ..ti_core.toyworld.concept import draw_concept
+
+    names = {p.name for p in path.iterdir()} if path.is_dir() else set()
+    if names - OLD_DEMO_FILES:
+        return
+    for name in names:
+        (path / name).unlink()
+    draw_concept(path)
 
 
 def images_folder(folder: str):
     """An absolute folder as given, or a folder inside ComfyUI's input directory (checked not to escape it)."""
     from pathlib import Path
 
-    from ..ti_core.demo import draw_examples
-
     from .safe_paths import resolve_inside
 
     if Path(folder).is_absolute():
         return Path(folder)
     path = resolve_inside(comfy.input_directory(), folder)
-    if folder == DEMO_IMAGES and not path.exists():
-        draw_examples(path)
+    if folder == DEMO_IMAGES:
+        draw_demo_images(path)
     return path
 
 
@@ -51,7 +65,8 @@ class TILoadImages:
     def INPUT_TYPES(cls):
         return {"required": {
             "folder": ("STRING", {"default": DEMO_IMAGES, "tooltip": "A folder in ComfyUI's input directory, or an "
-                                  f"absolute path. '{DEMO_IMAGES}' is drawn for you (4 pictures of a red disc)."}),
+                                  f"absolute path. '{DEMO_IMAGES}' is drawn for you (4 pictures of a purple "
+                                  "striped star, each captioned with its background)."}),
             "preview_size": ("INT", {"default": 256, "min": 64, "max": 2048, "step": 8,
                                      "tooltip": "Side of the square preview images (the training size is set on "
                                                 "TITrainEmbedding)."}),

@@ -116,13 +116,14 @@ class TITrainEmbedding:
 
         return {"required": {
             "model": ("TI_MODEL", {"tooltip": "The model to learn the word for (TILoadModel)."}),
-            "name": ("STRING", {"default": "demo-disc", "tooltip": "The new word (`embedding:name`) and file name."}),
-            "init_text": ("STRING", {"default": "red ball", "tooltip": "Words to start from, close to the concept "
+            "name": ("STRING", {"default": "purple-star", "tooltip": "The new word (`embedding:name`) and file "
+                                                                   "name."}),
+            "init_text": ("STRING", {"default": "star", "tooltip": "Words to start from, close to the concept "
                                      "(e.g. 'cat toy'); empty = small random vectors."}),
             "vectors": integer(C.vectors, 1, 75, "Vectors (tokens) of the word: 1 for an object, 2-8 for styles."),
-            "steps": integer(40, 1, 100000, "Optimizer steps in total (counting steps done before a resume)."),
-            "learning_rate": ("STRING", {"default": "1e-2", "tooltip": "A number, or a schedule as in A1111: "
-                                         "'5e-3:100, 1e-3:1000, 1e-5' (rate:until step, ...)."}),
+            "steps": integer(300, 1, 100000, "Optimizer steps in total (counting steps done before a resume)."),
+            "learning_rate": ("STRING", {"default": C.learning_rate, "tooltip": "A number, or a schedule as in "
+                                         "A1111: '5e-3:100, 1e-3:1000, 1e-5' (rate:until step, ...)."}),
             "batch_size": integer(C.batch_size, 1, 64, "Pictures per forward pass (memory grows with it)."),
             "grad_accum": integer(C.grad_accum, 1, 256, "Forward passes per optimizer step (effective batch = "
                                                         "batch_size x grad_accum)."),
@@ -132,7 +133,8 @@ class TITrainEmbedding:
             "crop": (["random", "center", "pad"], {"default": C.crop, "tooltip": "How pictures become squares: "
                      "a new random crop each step, the centre, or the whole picture padded. Never stretched."}),
             "resolution": integer(0, 0, 4096, "Training size in pixels (multiple of 8); 0 = the model's own.", 8),
-            "save_every": integer(20, 0, 100000, "Save the embedding and resume state every N steps (0 = end only)."),
+            "save_every": integer(C.save_every, 0, 100000, "Save the embedding and resume state every N steps "
+                                                           "(0 = end only)."),
             "preview_every": integer(0, 0, 100000, "Draw a preview ('a photo of [name]', fixed seed) every N "
                                                    "steps (0 = none; each costs a sampling run)."),
             # not called "seed": ComfyUI's front end gives every `seed` a randomize-after-run control, and a

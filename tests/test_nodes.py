@@ -197,12 +197,12 @@ def test_load_images_demo_folder_changes_and_errors(absent, nodes):
     out = call(load, folder="ti-demo-images", preview_size=64)
     images, preview, captions = out["result"]
     assert len(images) == 4 and preview.shape == (4, 64, 64, 3)
-    assert {img.size for img in images} != {(64, 64)}  # sizes kept
-    assert captions.splitlines() == ["on a blue background"] * 4
+    assert all(img.size[0] != img.size[1] for img in images)  # sizes kept: the demo pictures are not square
+    assert captions.splitlines() == [f"on a {b} background" for b in ("white", "blue", "black", "red")]
     before = load.IS_CHANGED(folder="ti-demo-images", preview_size=64)
     assert before == load.IS_CHANGED(folder="ti-demo-images", preview_size=64)
-    (absent / "input" / "ti-demo-images" / "disc_0.txt").write_text("changed")
-    assert load.IS_CHANGED(folder="ti-demo-images", preview_size=64) != before
+    (absent / "input" / "ti-demo-images" / "purple-striped-star_0.txt").write_text("changed")
+    assert load.IS_CHANGED(folder="ti-demo-images", preview_size=64) != before  # and the edit is kept
     absolute = absent / "elsewhere"
     absolute.mkdir()
     (absolute / "broken.png").write_bytes(b"not a png")
@@ -210,6 +210,24 @@ def test_load_images_demo_folder_changes_and_errors(absent, nodes):
         call(load, folder=str(absolute), preview_size=64)
     with pytest.raises(ValueError, match=r"\.\."):
         call(load, folder="../elsewhere", preview_size=64)
+
+
+def test_load_images_replaces_only_the_old_demo_pictures(absent, nodes):
+    from PIL import Image
+
+    folder = absent / "input" / "ti-demo-images"
+    folder.mkdir(parents=True)
+    for i in range(4):  # what earlier versions drew: a red disc
+        Image.new("RGB", (48, 32), "red").save(folder / f"disc_{i}.png")
+        (folder / f"disc_{i}.txt").write_text("on a blue background")
+    images = call(nodes["TILoadImages"], folder="ti-demo-images", preview_size=64)["result"][0]
+    assert sorted(p.name for p in folder.glob("*.png")) == [f"purple-striped-star_{i}.png" for i in range(4)]
+    assert len(images) == 4
+    (folder / "mine.png").write_bytes((folder / "purple-striped-star_0.png").read_bytes())
+    for path in folder.glob("purple-*"):
+        path.unlink()
+    images = call(nodes["TILoadImages"], folder="ti-demo-images", preview_size=64)["result"][0]
+    assert [p.name for p in folder.iterdir()] == ["mine.png"] and len(images) == 1  # a user's folder is kept
 
 
 @pytest.mark.parametrize("mode", ["center", "random", "pad", "focus"])
