@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from test_nodes_support import ROOT, FakeComfy, link_demo_model, load_pack, pack_module, run_api_graph
+from test_nodes_support import ROOT, FakeComfy, load_pack, pack_module, run_api_graph
 
 WORKFLOWS = ROOT / "workflows"
 NAMES = ("ti_train_embedding", "ti_generate_with_embedding", "ti_train_then_generate")
@@ -89,33 +89,34 @@ class PreviewImage:
 
 
 def quick(api: dict) -> dict:
-    """The same graph with few steps, so the test stays fast."""
+    """The same graph with few steps and a small batch, so the test stays fast."""
     api = json.loads(json.dumps(api))
     for node in api.values():
         inputs = node["inputs"]
         if node["class_type"] == "TITrainEmbedding":
-            inputs.update(steps=3, save_every=0, preview_every=0, resolution=32)
+            inputs.update(steps=3, batch_size=2, save_every=0, preview_every=0)
         if node["class_type"] == "TISample":
-            inputs.update(steps=2, width=32, height=32)
+            inputs.update(steps=2)
     return api
 
 
-def test_api_workflows_run_through_the_nodes(tmp_path, monkeypatch, model_dir):
+def test_api_workflows_run_through_the_nodes_on_the_built_in_model(tmp_path, monkeypatch):
     import torch
 
     fake = FakeComfy(tmp_path).install(monkeypatch)
-    link_demo_model(tmp_path / "models", model_dir("tiny-sd1"))
     mappings = {**load_pack().NODE_CLASS_MAPPINGS, "PreviewImage": PreviewImage}
     apis = {n: json.loads((WORKFLOWS / "api" / f"{n}.json").read_text()) for n in NAMES}
+    assert {api["1"]["inputs"]["model_name"] for api in apis.values()} == {builder().BUILTIN_NAME}
     PreviewImage.shown.clear()
     with torch.inference_mode():
         trained = run_api_graph(quick(apis["ti_train_embedding"]), mappings)
         generated = run_api_graph(quick(apis["ti_generate_with_embedding"]), mappings)
         both = run_api_graph(quick(apis["ti_train_then_generate"]), mappings)
     embeddings = tmp_path / "models" / "embeddings"
-    assert (embeddings / "demo-disc.safetensors").is_file() and (embeddings / "demo-ball.safetensors").is_file()
-    assert trained["3"][0].name == "demo-disc"
-    assert generated["5"][0].shape == (2, 32, 32, 3) and both["6"][0].shape == (2, 32, 32, 3)
-    assert (2, 32, 32, 3) in PreviewImage.shown and (4, 256, 256, 3) in PreviewImage.shown
+    assert (embeddings / "purple-star.safetensors").is_file() and (embeddings / "my-star.safetensors").is_file()
+    assert trained["3"][0].name == "purple-star" and trained["3"][0].vectors["emb_params"].shape == (1, 128)
+    # size 0 = the model's own: 32 px for the built-in model
+    assert generated["5"][0].shape == (4, 32, 32, 3) and both["6"][0].shape == (4, 32, 32, 3)
+    assert (4, 32, 32, 3) in PreviewImage.shown and (4, 128, 128, 3) in PreviewImage.shown
     assert any(e == "textual_inversion.progress" for e, _ in fake.events)
-    assert pack_module("nodes.model_nodes").DEMO_MODEL == builder().DEMO_MODEL
+    assert pack_module("nodes.model_nodes").model_choices()[0] == builder().BUILTIN_NAME

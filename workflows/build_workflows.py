@@ -13,8 +13,9 @@ import json
 import uuid
 from pathlib import Path
 
+from ti_core.toyworld.model import BUILTIN_NAME
+
 HERE = Path(__file__).resolve().parent
-DEMO_MODEL = "demo: tiny-sd1 (random weights)"
 
 # Room for the panels our JS adds (js/training_monitor.js, js/embedding_info.js), so nodes do not overlap.
 PANEL_HEIGHT = {"TITrainEmbedding": 340, "TILoadEmbedding": 130}
@@ -22,44 +23,54 @@ PANEL_HEIGHT = {"TITrainEmbedding": 340, "TILoadEmbedding": 130}
 # Core ComfyUI nodes the examples use: id -> (input name -> type, widget names in order, outputs).
 CORE_NODES = {"PreviewImage": ({"images": "IMAGE"}, [], [])}
 
-LOAD = {"class_type": "TILoadModel", "inputs": {"model_name": DEMO_MODEL, "dtype": "fp32"}}
-IMAGES = {"class_type": "TILoadImages", "inputs": {"folder": "ti-demo-images", "preview_size": 256}}
+LOAD = {"class_type": "TILoadModel", "inputs": {"model_name": BUILTIN_NAME, "dtype": "fp32"}}
+IMAGES = {"class_type": "TILoadImages", "inputs": {"folder": "ti-demo-images", "preview_size": 128}}
 
 
 def train_inputs(name: str) -> dict:
-    return {"model": ["1", 0], "images": ["2", 0], "name": name, "init_text": "red ball", "vectors": 2,
-            "steps": 40, "learning_rate": "1e-2", "batch_size": 1, "grad_accum": 1, "template": "object",
-            "crop": "random", "resolution": 0, "save_every": 20, "preview_every": 20, "train_seed": 0, "resume": False,
-            "precision": "model"}
+    """The built-in model learns the demo's purple striped star (a pair it never saw) in about a minute on a CPU:
+    one vector from "star", the "captions" templates ("a photo of a [name] on a blue background") so the word
+    takes the object and not the backgrounds, centre crops (the star sits in the central square), 32 px."""
+    return {"model": ["1", 0], "images": ["2", 0], "name": name, "init_text": "star", "vectors": 1,
+            "steps": 300, "learning_rate": "5e-3", "batch_size": 8, "grad_accum": 1, "template": "captions",
+            "crop": "center", "resolution": 0, "save_every": 100, "preview_every": 50, "train_seed": 0,
+            "resume": False, "precision": "model"}
+
+
+def prompt(text: str, embedding=None) -> dict:
+    inputs = {"model": ["1", 0], "text": text, **({"embedding": embedding} if embedding else {})}
+    return {"class_type": "TIEncodePrompt", "inputs": inputs}
 
 
 def sample_inputs(positive: str, negative: str) -> dict:
-    return {"model": ["1", 0], "positive": [positive, 0], "negative": [negative, 0], "sampler": "euler",
-            "steps": 20, "cfg": 7.0, "seed": 0, "width": 64, "height": 64, "batch": 2}
+    """DDIM, 25 steps, cfg 5: what the built-in model was measured with. Size 0 = the model's own (32 px here),
+    so the graph still fits when another checkpoint is picked."""
+    return {"model": ["1", 0], "positive": [positive, 0], "negative": [negative, 0], "sampler": "ddim",
+            "steps": 25, "cfg": 5.0, "seed": 0, "width": 0, "height": 0, "batch": 4}
 
 
+# Prompts name a background: with none, the toy model tends to paint the background in the star's own purple.
 WORKFLOWS = {
     "ti_train_embedding": {
         "1": LOAD, "2": IMAGES,
-        "3": {"class_type": "TITrainEmbedding", "inputs": train_inputs("demo-disc")},
+        "3": {"class_type": "TITrainEmbedding", "inputs": train_inputs("purple-star")},
         "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
         "5": {"class_type": "PreviewImage", "inputs": {"images": ["2", 1]}},
     },
     "ti_generate_with_embedding": {
         "1": LOAD,
-        "2": {"class_type": "TILoadEmbedding", "inputs": {"embedding_name": "demo-disc.safetensors"}},
-        "3": {"class_type": "TIEncodePrompt", "inputs": {"model": ["1", 0], "text": "a photo of embedding:demo-disc",
-                                                         "embedding": ["2", 0]}},
-        "4": {"class_type": "TIEncodePrompt", "inputs": {"model": ["1", 0], "text": "blurry"}},
+        "2": {"class_type": "TILoadEmbedding", "inputs": {"embedding_name": "purple-star.safetensors"}},
+        "3": prompt("a photo of a embedding:purple-star on a green background", ["2", 0]),
+        "4": prompt(""),
         "5": {"class_type": "TISample", "inputs": sample_inputs("3", "4")},
         "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
     },
     "ti_train_then_generate": {
         "1": LOAD, "2": IMAGES,
-        "3": {"class_type": "TITrainEmbedding", "inputs": train_inputs("demo-ball")},
-        "4": {"class_type": "TIEncodePrompt", "inputs": {"model": ["1", 0], "text": "a photo of embedding:demo-ball",
-                                                         "embedding": ["3", 0]}},
-        "5": {"class_type": "TIEncodePrompt", "inputs": {"model": ["1", 0], "text": "blurry"}},
+        # its own name: a second run of a name is refused (never overwritten), so both examples can be run
+        "3": {"class_type": "TITrainEmbedding", "inputs": train_inputs("my-star")},
+        "4": prompt("a embedding:my-star on a yellow background", ["3", 0]),
+        "5": prompt(""),
         "6": {"class_type": "TISample", "inputs": sample_inputs("4", "5")},
         "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
         "8": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
