@@ -1,4 +1,5 @@
-// TITrainEmbedding: a live loss chart (raw loss grey, smoothed blue) and the latest preview image, fed by the
+// TITrainEmbedding: a live loss chart (raw loss grey, smoothed blue, validation loss red) and the latest preview
+// image, fed by the
 // node's "textual_inversion.progress" / ".preview" / ".done" PromptServer events.
 import { addPanel, api, app, chainCallback, nodeFromEvent } from "./common/util.js";
 
@@ -17,14 +18,14 @@ function makePanel(node) {
   preview.style.cssText = "max-width:100%;max-height:160px;object-fit:contain;display:none;";
   root.append(text, canvas, preview);
   addPanel(node, "training", root, 310);
-  node.tiMonitor = { text, canvas, preview, losses: [], smoothed: [] };
+  node.tiMonitor = { text, canvas, preview, losses: [], smoothed: [], validation: [] };
 }
 
 function drawChart(monitor) {
-  const { canvas, losses, smoothed } = monitor;
+  const { canvas, losses, smoothed, validation } = monitor;
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
-  const all = losses.concat(smoothed).filter(Number.isFinite);
+  const all = losses.concat(smoothed, validation.map((p) => p[1])).filter(Number.isFinite);
   if (all.length < 2) return;
   const low = Math.min(...all);
   const span = Math.max(...all) - low || 1;
@@ -42,6 +43,17 @@ function drawChart(monitor) {
   };
   line(losses, "#888");
   line(smoothed, "#4a8df0");
+  // validation losses sit at their steps (step s is losses[s - 1]; step 0 is the start)
+  const steps = Math.max(losses.length - 1, 1);
+  ctx.strokeStyle = ctx.fillStyle = "#e0553a";
+  ctx.beginPath();
+  validation.forEach(([step, value], i) => {
+    const x = pad + ((canvas.width - 2 * pad) * Math.max(step - 1, 0)) / steps;
+    const y = canvas.height - pad - ((canvas.height - 2 * pad) * (value - low)) / span;
+    i === 0 ? ctx.moveTo(x, y) : ctx.lineTo(x, y);
+    ctx.fillRect(x - 2, y - 2, 4, 4);
+  });
+  ctx.stroke();
 }
 
 function onProgress(event) {
@@ -53,14 +65,18 @@ function onProgress(event) {
     // a new run (or a resume): start the chart again from this step
     monitor.losses.length = 0;
     monitor.smoothed.length = 0;
+    monitor.validation.length = 0;
   }
   monitor.losses.push(d.loss);
   monitor.smoothed.push(d.smoothed_loss);
+  if (Number.isFinite(d.val_loss)) monitor.validation.push([d.step, d.val_loss]);
+  const last = monitor.validation.at(-1);
+  const val = last ? `  validation ${last[1].toFixed(4)} (step ${last[0]})` : "";
   const eta = Number.isFinite(d.eta) ? `, ${Math.round(d.eta)} s left` : "";
   const num = (v, f) => (Number.isFinite(v) ? f(v) : "-");
   monitor.text.textContent =
     `${d.name}: step ${d.step}/${d.steps}  loss ${num(d.loss, (v) => v.toFixed(4))}  ` +
-    `smoothed ${num(d.smoothed_loss, (v) => v.toFixed(4))}  lr ${num(d.lr, (v) => v.toExponential(2))}${eta}`;
+    `smoothed ${num(d.smoothed_loss, (v) => v.toFixed(4))}${val}  lr ${num(d.lr, (v) => v.toExponential(2))}${eta}`;
   drawChart(monitor);
   node.setDirtyCanvas(true, false);
 }
@@ -77,7 +93,8 @@ function onDone(event) {
   const d = event.detail;
   const monitor = nodeFromEvent(d)?.tiMonitor;
   if (!monitor) return;
-  monitor.text.textContent = `${d.name}: ${d.stopped ? "stopped" : "done"} at step ${d.step}, saved ${d.path ?? "nothing"}`;
+  const how = d.stopped ? "stopped" : d.early_stopped ? "early stop (validation loss flat)" : "done";
+  monitor.text.textContent = `${d.name}: ${how} at step ${d.step}, saved ${d.path ?? "nothing"}`;
 }
 
 app.registerExtension({

@@ -50,6 +50,7 @@ class StepReporter:
     def __init__(self, node_id, name: str, progress):
         self.node_id, self.name, self.progress = node_id, name, progress
         self.smoothed: list = []
+        self.val_losses: list = []  # (step, validation loss)
 
     def __call__(self, info) -> None:
         from ..ti_core.sample import to_pil
@@ -58,11 +59,13 @@ class StepReporter:
         from .convert import png_base64
 
         self.smoothed.append(info.smoothed_loss)
+        if info.val_loss is not None:
+            self.val_losses.append((info.step, info.val_loss))
         preview = to_pil(info.preview)[0] if info.preview is not None else None
         self.progress.update(info.step, preview)
         fields = dict(name=self.name, state="training", step=info.step, steps=info.steps, loss=_json(info.loss),
                       smoothed_loss=_json(info.smoothed_loss), lr=_json(info.lr), eta=_json(info.eta),
-                      saved=info.saved)
+                      saved=info.saved, val_loss=_json(info.val_loss) if info.val_loss is not None else None)
         status.report(self.node_id, **fields)
         comfy.send_event("progress", {"node": self.node_id, **fields})
         if preview is not None:
@@ -147,6 +150,12 @@ class TITrainEmbedding:
             "precision": (["model", "fp32", "bf16", "fp16"], {"default": C.precision, "tooltip": "What the frozen "
                           "model computes in: 'model' = the dtype chosen on TILoadModel (fastest, lightest); bf16/"
                           "fp16 on an fp32 model use autocast. The learned vectors are always fp32."}),
+            "validate_every": integer(25, 0, 100000, "Measure a validation loss (same pictures, noise and timesteps "
+                                                     "every time, so it is comparable across steps) every N steps and "
+                                                     "plot it in red (0 = off; 16 forward passes each)."),
+            "early_stop": integer(C.early_stop, 0, 1000, "Stop when N validations in a row did not lower the "
+                                                         "validation loss by 1% (0 = run all steps). 3 is a good "
+                                                         "start; needs validate_every."),
         }, "optional": {
             "images": ("TI_IMAGES", {"tooltip": "The pictures of the concept at full size (TILoadImages); 3-5 is "
                                      "typical."}),
@@ -156,7 +165,7 @@ class TITrainEmbedding:
 
     def train(self, model, name, init_text, vectors, steps, learning_rate, batch_size, grad_accum,
               template, crop, resolution, save_every, preview_every, train_seed, resume, precision="model",
-              images=None, image_batch=None, unique_id=None):
+              validate_every=0, early_stop=0, images=None, image_batch=None, unique_id=None):
         from ..ti_core.embeddings import check_name
         from ..ti_core.train import TrainConfig, train
 
@@ -171,16 +180,21 @@ class TITrainEmbedding:
                              template=template, crop=crop, resolution=resolution or None, save_every=save_every,
                              preview_every=preview_every, seed=train_seed, output=str(output),
                              resume=resume_state(output, resume, state), state_path=str(state),
-                             precision=precision)
+                             precision=precision, validate_every=validate_every, early_stop=early_stop)
         progress = comfy.Progress(steps)
         reporter = StepReporter(unique_id, config.name, progress)
         result = train(model, training_images(images, image_batch), config, on_step=reporter, should_stop=progress.should_stop)
-        status.report(unique_id, name=config.name, state="stopped" if result.stopped else "done",
+        state = "stopped" if result.stopped else ("early stop" if result.early_stopped else "done")
+        status.report(unique_id, name=config.name, state=state,
                       step=result.steps_done, steps=steps, saved=result.path)
         comfy.send_event("done", {"node": unique_id, "name": config.name, "stopped": result.stopped,
-                                  "path": result.path, "step": result.steps_done})
+                                  "path": result.path, "step": result.steps_done, "early_stopped": result.early_stopped})
         progress.finish()  # a Cancel is reported as an interrupt, after the file was saved whole
-        chart = draw_loss_chart(result.losses, reporter.smoothed)
+        chart = draw_loss_chart(result.losses, reporter.smoothed, result.val_losses)
         summary = f"{config.name}: {result.steps_done} steps in {result.seconds:.1f} s, saved {result.path}"
+        if result.val_losses:
+            summary += f"; lowest validation loss at step {result.best_step}"
+        if result.early_stopped:
+            summary += " (early stop: the validation loss stopped improving)"
         return {"ui": {"text": [summary], "images": [save_temp_png(chart, "ti_loss")]},
                 "result": (result.embedding, pil_to_image([chart]))}

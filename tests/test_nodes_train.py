@@ -113,3 +113,19 @@ def test_precision_input_reaches_the_trainer(nodes, fake, setup):
     out = train(nodes, model, images, steps=2, precision="bf16")
     assert '"precision": "bf16"' in out["result"][0].metadata["training"]
     assert out["result"][0].vectors["emb_params"].dtype == torch.float32
+
+
+def test_validation_loss_reaches_the_browser_and_early_stop_ends_the_run(nodes, fake, setup):
+    model, images = setup
+    with torch.inference_mode():
+        # a learning rate of 1e-30 leaves the vectors as they are: the validation loss never improves
+        out = train(nodes, model, images, steps=40, learning_rate="1e-30", validate_every=2, early_stop=2)
+    progress = [d for e, d in fake.events if e == "textual_inversion.progress"]
+    assert [d["step"] for d in progress] == [1, 2, 3, 4]  # validations at 0, 2, 4: two without progress
+    assert [d["val_loss"] is not None for d in progress] == [False, True, False, True]
+    assert progress[1]["val_loss"] == progress[3]["val_loss"] > 0
+    done = fake.events[-1][1]
+    assert done["early_stopped"] is True and done["step"] == 4
+    assert pack_module("nodes.status").snapshot()["7"]["state"] == "early stop"
+    assert "early stop" in out["ui"]["text"][0] and "lowest validation loss at step 0" in out["ui"]["text"][0]
+    assert out["result"][1].shape == (1, 256, 512, 3)

@@ -34,7 +34,7 @@ def train_inputs(name: str) -> dict:
     return {"model": ["1", 0], "images": ["2", 0], "name": name, "init_text": "star", "vectors": 1,
             "steps": 300, "learning_rate": "5e-3", "batch_size": 8, "grad_accum": 1, "template": "captions",
             "crop": "center", "resolution": 0, "save_every": 100, "preview_every": 50, "train_seed": 0,
-            "resume": False, "precision": "model"}
+            "resume": False, "precision": "model", "validate_every": 25, "early_stop": 0}
 
 
 def prompt(text: str, embedding=None) -> dict:
