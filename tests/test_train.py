@@ -327,6 +327,12 @@ def test_precision_autocasts_an_fp32_model_and_refuses_to_upcast(tmp_path, loade
 
 
 def test_batch_larger_than_the_image_count_says_what_happens(tmp_path, loaded, caplog):
+    images = _images(tmp_path / "img", count=2)
     with caplog.at_level("WARNING", logger="ti_core"):
-        result = train(loaded("tiny-sd1"), _images(tmp_path / "img", count=2), TrainConfig(name="d", steps=1, batch_size=3))
-    assert "batch_size 3 is larger than the 2 training images" in caplog.text and result.steps_done == 1
+        result = train(loaded("tiny-sd1"), images, TrainConfig(name="d", steps=1, batch_size=5))
+        assert "batch_size 5 is larger than the 4 views (2 pictures, each also mirrored)" in caplog.text
+        assert result.steps_done == 1
+        caplog.clear()
+        train(loaded("tiny-sd1"), images, TrainConfig(name="d", steps=1, batch_size=4))  # the 4 views: fine
+        train(loaded("tiny-sd1"), images, TrainConfig(name="d", steps=1, batch_size=3, flip=False))
+    assert "batch_size 3 is larger than the 2 pictures" in caplog.text and "batch_size 4" not in caplog.text

@@ -232,10 +232,13 @@ def train(model, images, config: TrainConfig, on_step: Callable[[StepInfo], None
     """Train `config.name` on `images` (a folder or a list of data.SourceImage) with `model` frozen."""
     config.validate()
     images = _as_images(images)
-    if config.batch_size > len(images):
+    views = len(images) * (2 if config.flip else 1)  # each picture, and its mirror image when flipping
+    if config.batch_size > views:
+        seen = f"{views} views ({len(images)} pictures, each also mirrored)" if config.flip else f"{views} pictures"
         logging.getLogger("ti_core").warning(
-            f"batch_size {config.batch_size} is larger than the {len(images)} training images: each batch draws "
-            "images with repetition (each with its own crop and flip), so a step costs more without adding data."
+            f"batch_size {config.batch_size} is larger than the {seen}: each batch draws them with repetition, "
+            "so a step costs more without adding much; a batch of at most "
+            f"{views} is as good and faster."
         )
     output = Path(config.output) if config.output else None
     if output is not None:
