@@ -25,14 +25,12 @@ def draw_demo_images(path) -> None:
 
 
 def images_folder(folder: str):
-    """An absolute folder as given, or a folder inside ComfyUI's input directory (checked not to escape it)."""
-    from pathlib import Path
+    """A folder inside ComfyUI's input directory, by name (or by an absolute path that lies inside it); anything
+    outside is refused, so a shared workflow cannot read pictures from elsewhere on the machine."""
+    from .safe_paths import relative_inside, resolve_inside
 
-    from .safe_paths import resolve_inside
-
-    if Path(folder).is_absolute():
-        return Path(folder)
-    path = resolve_inside(comfy.input_directory(), folder)
+    root = comfy.input_directory()
+    path = resolve_inside(root, relative_inside(root, folder))
     if folder == DEMO_IMAGES:
         draw_demo_images(path)
     return path
@@ -50,7 +48,8 @@ def folder_fingerprint(folder) -> str:
 
 
 class TILoadImages:
-    DESCRIPTION = ("Load the training pictures of a folder (inside ComfyUI's input folder, or an absolute path). "
+    DESCRIPTION = ("Load the training pictures of a folder inside ComfyUI's input folder (by name, or by an absolute "
+                   "path inside it; folders elsewhere are refused). "
                    "Sizes and aspect ratios are kept (the trainer crops or pads, never stretches); a .txt file "
                    "beside a picture is its caption. Unreadable files are all named in one error.")
     CATEGORY = CATEGORY
@@ -64,8 +63,8 @@ class TILoadImages:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "folder": ("STRING", {"default": DEMO_IMAGES, "tooltip": "A folder in ComfyUI's input directory, or an "
-                                  f"absolute path. '{DEMO_IMAGES}' is drawn for you (4 pictures of a purple "
+            "folder": ("STRING", {"default": DEMO_IMAGES, "tooltip": "A folder in ComfyUI's input directory (its "
+                                  f"name, or its absolute path). '{DEMO_IMAGES}' is drawn for you (4 pictures of a purple "
                                   "striped star, each captioned with its background)."}),
             "preview_size": ("INT", {"default": 256, "min": 64, "max": 2048, "step": 8,
                                      "tooltip": "Side of the square preview images (the training size is set on "

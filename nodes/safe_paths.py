@@ -10,6 +10,18 @@ class PathEscapeError(ValueError):
     """A name that is absolute, holds `..`, or resolves (through links) outside its allowed folder."""
 
 
+def relative_inside(root, name: str) -> str:
+    """`name` as a name relative to `root`: an absolute path is accepted only when it lies (after links) inside
+    `root`, so a workflow can name a folder either way but never reach outside."""
+    if isinstance(name, str) and (PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute()):
+        try:
+            return Path(name).resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            raise PathEscapeError(f"{name!r} is outside {root}; put it in a folder there and give that folder's "
+                                  "name (nodes read only their own ComfyUI folders).") from None
+    return name
+
+
 def resolve_inside(root, name: str) -> Path:
     """`root / name`, resolved, after checking that `name` is relative, has no `..` part and stays in `root`."""
     if not isinstance(name, str) or not name.strip() or "\x00" in name:

@@ -22,6 +22,18 @@ def state_output(name: str):
     return resolve_inside(comfy.models_root() / "textual_inversion" / "states", name.strip() + ".state.safetensors")
 
 
+def template_spec(template: str) -> str:
+    """A built-in template list by name, or a template file inside ComfyUI's input folder (never elsewhere)."""
+    from ..ti_core.templates import BUILTIN
+
+    from .safe_paths import relative_inside, resolve_inside
+
+    if template.strip().lower() in BUILTIN:
+        return template
+    root = comfy.input_directory()
+    return str(resolve_inside(root, relative_inside(root, template.strip())))
+
+
 def resume_state(output, resume: bool, state=None):
     """The resume state to continue from, or None for a fresh run. Never replaces a file silently."""
     from ..ti_core.errors import SettingError
@@ -131,8 +143,8 @@ class TITrainEmbedding:
             "grad_accum": integer(C.grad_accum, 1, 256, "Forward passes per optimizer step (effective batch = "
                                                         "batch_size x grad_accum)."),
             "template": ("STRING", {"default": C.template, "tooltip": "Training prompts: object, style, "
-                                    "captions (a short sentence + each picture's .txt caption), or the path of an "
-                                    "A1111 template file with [name] and [filewords]."}),
+                                    "captions (a short sentence + each picture's .txt caption), or the name of an "
+                                    "A1111 template file ([name], [filewords]) in ComfyUI's input folder."}),
             "crop": (["random", "center", "pad"], {"default": C.crop, "tooltip": "How pictures become squares: "
                      "a new random crop each step, the centre, or the whole picture padded. Never stretched."}),
             "resolution": integer(0, 0, 4096, "Training size in pixels (multiple of 8); 0 = the model's own.", 8),
@@ -177,7 +189,7 @@ class TITrainEmbedding:
         output, state = embedding_output(name), state_output(name)
         config = TrainConfig(name=name.strip(), init_text=init_text, vectors=vectors, steps=steps,
                              learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
-                             template=template, crop=crop, resolution=resolution or None, save_every=save_every,
+                             template=template_spec(template), crop=crop, resolution=resolution or None, save_every=save_every,
                              preview_every=preview_every, seed=train_seed, output=str(output),
                              resume=resume_state(output, resume, state), state_path=str(state),
                              precision=precision, validate_every=validate_every, early_stop=early_stop)

@@ -203,11 +203,15 @@ def test_load_images_demo_folder_changes_and_errors(absent, nodes):
     assert before == load.IS_CHANGED(folder="ti-demo-images", preview_size=64)
     (absent / "input" / "ti-demo-images" / "purple-striped-star_0.txt").write_text("changed")
     assert load.IS_CHANGED(folder="ti-demo-images", preview_size=64) != before  # and the edit is kept
-    absolute = absent / "elsewhere"
+    absolute = absent / "input" / "mine"  # an absolute path inside the input folder is fine
     absolute.mkdir()
     (absolute / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="broken.png"):
         call(load, folder=str(absolute), preview_size=64)
+    elsewhere = absent / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(ValueError, match="is outside"):
+        call(load, folder=str(elsewhere), preview_size=64)
     with pytest.raises(ValueError, match=r"\.\."):
         call(load, folder="../elsewhere", preview_size=64)
 

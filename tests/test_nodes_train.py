@@ -129,3 +129,14 @@ def test_validation_loss_reaches_the_browser_and_early_stop_ends_the_run(nodes, 
     assert pack_module("nodes.status").snapshot()["7"]["state"] == "early stop"
     assert "early stop" in out["ui"]["text"][0] and "lowest validation loss at step 0" in out["ui"]["text"][0]
     assert out["result"][1].shape == (1, 256, 512, 3)
+
+
+def test_a_template_file_is_read_from_the_input_folder_by_name(nodes, fake, setup):
+    model, images = setup
+    folder = pack_module("nodes.comfy_adapter").input_directory()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mine.txt").write_text("a picture of a [name] [filewords]\n")
+    out = train(nodes, model, images, steps=1, template="mine.txt")
+    assert out["result"][0].metadata["step"] == "1"
+    import json
+    assert json.loads(out["result"][0].metadata["training"])["template"] == str((folder / "mine.txt").resolve())

@@ -256,7 +256,9 @@ def test_comfyui_cancel_before_the_first_step_saves_step_0_and_resume_works(node
     ({"vectors": 76}, "SettingError", "vectors 76 must be 1 to 75"),
     ({"resolution": 100}, "SettingError", "resolution 100 must be a positive multiple of 8"),
     ({"learning_rate": "1e-2:10, x"}, "SettingError", "piece 2"),
-    ({"template": "/nonexistent/t.txt"}, "SettingError", "template file /nonexistent/t.txt does not exist"),
+    ({"template": "/nonexistent/t.txt"}, "PathEscapeError", "'/nonexistent/t.txt' is outside"),
+    ({"template": "../t.txt"}, "PathEscapeError", r"'\.\.'"),
+    ({"template": "absent.txt"}, "SettingError", r"template file .*absent\.txt does not exist"),
 ])
 def test_train_node_bad_inputs_raise_the_clear_error_before_training(changes, error, message, nodes, fake, node_setup):
     """The pack's ti_core is imported as ti_pack.ti_core, so the classes are matched by name."""
@@ -273,6 +275,7 @@ def test_train_node_bad_inputs_raise_the_clear_error_before_training(changes, er
     ("TILoadEmbedding", {"embedding_name": "../x.safetensors"}, r"'\.\.'"),
     ("TILoadEmbedding", {"embedding_name": "/etc/passwd"}, "absolute"),
     ("TILoadImages", {"folder": "../x", "preview_size": 64}, r"'\.\.'"),
+    ("TILoadImages", {"folder": "/etc", "preview_size": 64}, "'/etc' is outside"),
 ])
 def test_node_paths_outside_their_folders_are_refused(node, kwargs, message, nodes, fake):
     instance = nodes[node]()
