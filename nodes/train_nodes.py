@@ -166,7 +166,7 @@ class TITrainEmbedding:
                                                      "every time, so it is comparable across steps) every N steps and "
                                                      "plot it in red (0 = off; 16 forward passes each)."),
             "early_stop": integer(C.early_stop, 0, 1000, "Stop when N validations in a row did not lower the "
-                                                         "validation loss by 1% (0 = run all steps). 3 is a good "
+                                                         "validation loss by 0.2% (0 = run all steps). 3 is a good "
                                                          "start; needs validate_every."),
         }, "optional": {
             "images": ("TI_IMAGES", {"tooltip": "The pictures of the concept at full size (TILoadImages); 3-5 is "

@@ -31,7 +31,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--validate-every", type=int, default=0,
                    help="steps between validation losses on fixed draws (default 0 = none)")
     p.add_argument("--early-stop", type=int, default=0,
-                   help="stop after N validations without a 1%% better loss (needs --validate-every; default 0 = off)")
+                   help="stop after N validations without a 0.2%% better loss (needs --validate-every; default 0 = off)")
     p.add_argument("--resume", help="resume state of an earlier run (OUT.state.safetensors)")
     p.add_argument("--precision", choices=DTYPES, default="fp32", help="the frozen model's dtype (default fp32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
