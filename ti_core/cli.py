@@ -97,11 +97,20 @@ def cmd_convert(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from dataclasses import replace
 
-    report = run_demo(Path(args.out), log=(lambda s: None) if args.json else print)
+    from .demo import DemoConfig, run_demo
+
+    config = DemoConfig()
+    if args.steps is not None:
+        config = replace(config, steps=args.steps)
+    if args.early_stop is not None:
+        config = replace(config, early_stop=args.early_stop)
+    if args.samples is not None:
+        config = replace(config, samples=args.samples)
+    report = run_demo(Path(args.out), log=(lambda s: None) if args.json else print, config=config)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report))  # one object on the last line
     return 0
 
 
@@ -159,9 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(run=cmd_convert)
 
-    p = sub.add_parser("demo", help="the first-run demo: builds a tiny model and generates with an embedding")
-    p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = sub.add_parser("demo", help="the first-run demo: the built-in toy-world model learns a new word, and a judge "
+                                    "measures how well it draws the concept")
+    p.add_argument("--out", default="demo_out", help="output folder (default demo_out; nothing in it is replaced)")
+    p.add_argument("--json", action="store_true", help="print only the report, as one JSON object on one line")
+    p.add_argument("--steps", type=int, help="training steps (default 300)")
+    p.add_argument("--early-stop", type=int, metavar="N",
+                   help="stop after N validations (every 25 steps) without a 0.2%% better loss (default 4; 0 = all steps)")
+    p.add_argument("--samples", type=int, help="pictures per measure, for the word and the baseline (default 32)")
     p.set_defaults(run=cmd_demo)
 
     from .train_cli import add_train_parser

@@ -1,101 +1,170 @@
-"""The first-run demo, offline: a tiny model learns a new word from 4 pictures, then draws with it.
+"""The first-run demo, offline: the built-in toy-world model learns a concept it has never seen, and the judge
+measures whether the learned word draws it.
 
-1. Builds a tiny SD1 model (random weights: it draws noise, but every code path is the real one).
-2. Checks the splice: `embedding:demo-red-cat` holding the token vectors of "red cat" must give exactly the
-   conditioning of the words "red cat".
-3. Draws 4 non-square example pictures, trains the word `demo-disc` on them, and samples
-   "a photo of embedding:demo-disc" with the result. Writes PNGs, the embedding and a report.
+1. Draws 4 non-square pictures of a purple striped star (a shape/colour pair held out of the base model's
+   training) on different backgrounds, each with a caption naming its background.
+2. Trains the word `purple-star` on the frozen built-in model, starting from the word "star", with a
+   validation loss on fixed draws every few steps and previews across steps.
+3. Generates "a photo of <word>" (reconstruction) and "a <word> on a yellow background"-style compositions
+   (editability) with the learned word and, as the baseline, with the init word alone; the judge names what
+   each picture shows.
+4. Writes the embedding, a contact sheet (training pictures, previews, samples, loss curves) and a report.
 """
 
 from __future__ import annotations
 
-import random
+import json
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-DEMO_WORDS = "red cat"
-DEMO_NAME = "demo-red-cat"
-TRAIN_NAME = "demo-disc"
-TRAIN_STEPS = 40
+from .toyworld.concept import DEMO_CONCEPT, EDIT_BACKGROUNDS, Concept
+
+TRAIN_NAME = "purple-star"
+SPLICE_WORDS, SPLICE_NAME = "striped star", "demo-splice-check"
 
 
-def draw_examples(folder: Path, count: int = 4, seed: int = 0) -> Path:
-    """Non-square pictures of a red disc on a blue background, with captions."""
-    from PIL import Image, ImageDraw
+@dataclass(frozen=True)
+class DemoConfig:
+    concept: Concept = DEMO_CONCEPT
+    name: str = TRAIN_NAME
+    init_text: str = "star"  # the class word, as the paper advises; it has the shape but none of the rest
+    steps: int = 300  # at most: early stop ends most runs at 175-225 steps (the validation loss is flat by then)
+    batch_size: int = 8  # 4 pictures x 2 flips: every view in most batches
+    learning_rate: str = "5e-3"
+    validate_every: int = 25
+    validation_samples: int = 32
+    early_stop: int = 4  # stop after 4 validations (100 steps) without progress: the word is learned by then,
+    # and later steps start to tint the background with the concept's colour (bench/toyworld_early_stop.py)
+    preview_every: int = 50
+    samples: int = 32  # pictures per measure (reconstruction, editability), for the word and for the baseline
+    cfg: float = 5.0
+    sample_steps: int = 25
+    seed: int = 0
 
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    for i in range(count):
-        w, h = rng.choice([(96, 64), (64, 96), (88, 72), (72, 88)])
-        image = Image.new("RGB", (w, h), (30, 40, 190))
-        x, y, r = rng.randint(24, w - 24), rng.randint(24, h - 24), rng.randint(10, 20)
-        ImageDraw.Draw(image).ellipse([x - r, y - r, x + r, y + r], fill=(215, 45, 35))
-        image.save(folder / f"disc_{i}.png")
-        (folder / f"disc_{i}.txt").write_text("on a blue background")
-    return folder
+
+def _reconstruction_prompts(word: str, n: int) -> list:
+    forms = ("a photo of a {w}", "a {w}")
+    return [forms[i % len(forms)].format(w=word) for i in range(n)]
 
 
-def _splice_check(model, out: Path, log) -> float:
-    from .embeddings import Embedding, load_embedding, save_embedding
+def _editability_prompts(word: str, n: int) -> list:
+    """(prompt, background) pairs, backgrounds the training pictures never had, in turn."""
+    return [(f"a {word} on a {b} background", b) for b in (EDIT_BACKGROUNDS[i % 3] for i in range(n))]
+
+
+def measure(model, judge, word: str, concept: Concept, config: DemoConfig, embeddings=()) -> dict:
+    """Reconstruction and editability of `word` (an `embedding:name` or plain words), with the pictures."""
+    from .toyworld.fidelity import generate
+
+    sampling = dict(cfg=config.cfg, steps=config.sample_steps, seed=config.seed)
+    recon_images = generate(model, _reconstruction_prompts(word, config.samples), embeddings, **sampling)
+    edits = _editability_prompts(word, config.samples)
+    edit_images = generate(model, [p for p, _ in edits], embeddings, **sampling)
+    recon = [concept.matches(label) for label in judge.classify(recon_images)]
+    edit = [concept.matches(label) and label["background"] == b
+            for label, (_, b) in zip(judge.classify(edit_images), edits)]
+    return {"reconstruction": sum(recon) / len(recon), "editability": sum(edit) / len(edit),
+            "images": (recon_images, edit_images)}
+
+
+def _splice_check(model, out: Path) -> float:
+    """The splice is exact: an embedding holding the token vectors of some words conditions like the words."""
+    from .embeddings import Embedding
     from .prompt import encode_prompt, token_ids
 
-    path = out / "embeddings" / f"{DEMO_NAME}.safetensors"
-    if not path.exists():
-        tokenizer, encoder = model.tokenizers[0], model.text_encoders[0]
-        ids = token_ids(tokenizer, DEMO_WORDS)
-        rows = encoder.get_input_embeddings().weight[ids].detach().clone()
-        save_embedding(Embedding(DEMO_NAME, {"emb_params": rows}, {"init_text": DEMO_WORDS}), path)
-    embedding = load_embedding(path)
-    spliced = encode_prompt(model, f"a photo of embedding:{DEMO_NAME}", [embedding]).embeds
-    words = encode_prompt(model, f"a photo of {DEMO_WORDS}").embeds
-    diff = float((spliced - words).abs().max())
-    log(f"splice check: max |conditioning('embedding:{DEMO_NAME}') - conditioning('{DEMO_WORDS}')| = {diff:.3g}")
-    return diff
+    ids = token_ids(model.tokenizers[0], SPLICE_WORDS)
+    rows = model.text_encoders[0].get_input_embeddings().weight[ids].detach().clone()
+    embedding = Embedding(SPLICE_NAME, {"emb_params": rows})
+    spliced = encode_prompt(model, f"a photo of a embedding:{SPLICE_NAME}", [embedding]).embeds
+    words = encode_prompt(model, f"a photo of a {SPLICE_WORDS}").embeds
+    return float((spliced - words).abs().max())
 
 
-def run_demo(out: Path, log: Callable[[str], None] = print) -> dict:
-    from .atomic import free_path
+def run_demo(out: Path, log: Callable[[str], None] = print, config: DemoConfig = DemoConfig()) -> dict:
+    from .atomic import atomic_write, free_path
     from .embeddings import load_embedding
-    from .make_model import make_model
-    from .models import load_model
-    from .prompt import encode_pair
-    from .sample import sample, to_pil
+    from .toyworld import contact_sheet
+    from .toyworld.concept import draw_concept
+    from .toyworld.judge import load_judge
+    from .toyworld.model import load_toy_model
     from .train import TrainConfig, train
 
     started = time.perf_counter()
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = out / "tiny-sd1"
-    if not model_dir.exists():
-        log(f"building a tiny SD1 model (random weights) in {model_dir}")
-        make_model("tiny-sd1", model_dir, seed=0)
-    model = load_model(model_dir)
-    diff = _splice_check(model, out, log)
+    model, judge = load_toy_model(), load_judge()
+    log(f"model: the built-in toy world ({Path(model.source).name}); it never saw a {config.concept.words}")
+    splice = _splice_check(model, out)
 
-    images = draw_examples(out / "images")
-    target = free_path(out / "embeddings" / f"{TRAIN_NAME}.safetensors")
-    log(f"training {TRAIN_NAME!r} on 4 pictures in {images} for {TRAIN_STEPS} steps")
-    config = TrainConfig(name=TRAIN_NAME, init_text="red ball", vectors=2, steps=TRAIN_STEPS, learning_rate="1e-2",
-                         template="object", save_every=0, output=str(target))
-    result = train(model, images, config)
-    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
-    log(f"loss {first:.4f} -> {last:.4f} (means of the first and last 5 steps); saved {result.path}")
+    images = draw_concept(out / "images", config.concept, count=4, seed=config.seed)
+    target = free_path(out / "embeddings" / f"{config.name}.safetensors")
+    log(f"training {config.name!r} on 4 pictures in {images} for up to {config.steps} steps (init {config.init_text!r})")
+    train_config = TrainConfig(
+        name=config.name, init_text=config.init_text, steps=config.steps, learning_rate=config.learning_rate,
+        batch_size=config.batch_size, crop="center", template="captions", save_every=100,
+        preview_every=config.preview_every, preview_prompt="a photo of a [name]", preview_steps=config.sample_steps,
+        validate_every=config.validate_every, validation_samples=config.validation_samples,
+        early_stop=config.early_stop, seed=config.seed, output=str(target),
+    )
+    previews = []
 
-    embedding = load_embedding(target, name=TRAIN_NAME)
-    positive, negative = encode_pair(model, f"a photo of embedding:{TRAIN_NAME}", "blurry", [embedding])
-    samples = sample(model, positive, negative, sampler="euler", steps=20, cfg=7.0, seed=0, batch=2)
-    files = []
-    for i, image in enumerate(to_pil(samples)):
-        path = free_path(out / f"{TRAIN_NAME}_{i}.png")
-        image.save(path)
-        files.append(str(path))
-    log(f"wrote {len(files)} samples of 'a photo of embedding:{TRAIN_NAME}' to {out} "
-        "(noise: the tiny model's weights are random)")
-    return {
-        "model": str(model_dir),
-        "splice_max_difference": diff,
-        "training": {"name": TRAIN_NAME, "steps": result.steps_done, "loss_first5": first, "loss_last5": last,
-                     "embedding": result.path, "seconds": round(result.seconds, 2)},
-        "samples": files,
-        "seconds": round(time.perf_counter() - started, 2),
+    def on_step(info):
+        if info.preview is not None:
+            previews.append((info.step, info.preview[0]))
+        if info.val_loss is not None:
+            log(f"  step {info.step:4d}  loss {info.smoothed_loss:.4f}  validation loss {info.val_loss:.4f}")
+
+    result = train(model, images, train_config, on_step=on_step)
+    log(f"trained {result.steps_done} steps in {result.seconds:.0f} s"
+        + (" (early stop: the validation loss stopped improving)" if result.early_stopped else "")
+        + f"; saved {result.path}")
+
+    embedding = load_embedding(target, name=config.name)
+    learned = measure(model, judge, f"embedding:{config.name}", config.concept, config, [embedding])
+    baseline = measure(model, judge, config.init_text, config.concept, config)
+    report = {
+        "reconstruction": learned["reconstruction"], "editability": learned["editability"],
+        "baseline_reconstruction": baseline["reconstruction"], "baseline_editability": baseline["editability"],
+        "steps": result.steps_done, "seconds": round(time.perf_counter() - started, 1),
+        "training_seconds": round(result.seconds, 1), "early_stopped": result.early_stopped,
+        "val_losses": [[s, round(v, 5)] for s, v in result.val_losses], "best_step": result.best_step,
+        "samples_per_measure": config.samples, "splice_max_difference": splice,
+        "embedding": result.path, "images": str(images), "config": _jsonable(asdict(config)),
     }
+    sheet = contact_sheet.write(free_path(out / "contact_sheet.png"), images, previews, learned["images"],
+                                baseline["images"], result.losses, result.val_losses, report, config)
+    report["contact_sheet"] = str(sheet)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    report_path = free_path(out / "report.json")
+    text = (json.dumps(report, indent=2) + "\n").encode()
+    atomic_write(report_path, lambda f: f.write(text), overwrite=False)
+    report["report"] = str(report_path)
+    for line in table(report, config):
+        log(line)
+    log(f"wrote {sheet} and {report_path}")
+    return report
+
+
+def table(report: dict, config: DemoConfig) -> list:
+    """The fidelity table as lines of text."""
+    word, init = f"embedding:{config.name}", config.init_text
+    edit = f"'a * on a {'/'.join(EDIT_BACKGROUNDS[:3])} background'"
+    rows = [("", "reconstruction", "editability"),
+            (f"learned word ({word})", report["reconstruction"], report["editability"]),
+            (f"baseline: init word '{init}'", report["baseline_reconstruction"], report["baseline_editability"])]
+    lines = [f"fidelity over {report['samples_per_measure']} samples each (judge: shape, colour and pattern right; "
+             f"editability also the asked background {edit}):"]
+    for label, a, b in rows:
+        cells = [c if isinstance(c, str) else f"{100 * c:.0f} %" for c in (a, b)]
+        lines.append(f"  {label:40s} {cells[0]:>15s} {cells[1]:>12s}")
+    return lines
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

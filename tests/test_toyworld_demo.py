@@ -1,0 +1,68 @@
+"""The demo on the built-in model: a short run already draws the held-out concept far more often than the init word,
+writes every file it reports, never replaces a file, and the CLI prints one JSON object on its last line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ti_core.cli import main
+from ti_core.demo import DemoConfig, run_demo
+from ti_core.embeddings import load_embedding
+
+# half the demo's steps, no early stop, fewer samples: the star's shape and stripes come first, its colour
+# between steps 100 and 150
+SHORT = DemoConfig(steps=150, samples=12, validate_every=50, validation_samples=16, preview_every=50, early_stop=0)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return run_demo(tmp_path_factory.mktemp("demo"), log=lambda m: None, config=SHORT)
+
+
+def test_a_short_run_beats_the_init_word(report):
+    assert report["steps"] == 150
+    assert report["reconstruction"] >= report["baseline_reconstruction"] + 0.4, report
+    assert report["editability"] >= report["baseline_editability"] + 0.4, report
+    assert report["baseline_reconstruction"] <= 0.2
+
+
+def test_the_validation_loss_fell(report):
+    steps = [s for s, _ in report["val_losses"]]
+    assert steps == [0, 50, 100, 150]
+    assert report["val_losses"][-1][1] < report["val_losses"][0][1]
+
+
+def test_it_writes_what_it_reports(report):
+    embedding = load_embedding(report["embedding"])
+    assert embedding.num_vectors == 1 and embedding.metadata["step"] == "150"
+    pictures = sorted(Path(report["images"]).glob("*.png"))
+    assert len(pictures) == 4 and all(Image.open(p).width != Image.open(p).height for p in pictures)
+    assert all("background" in p.with_suffix(".txt").read_text() for p in pictures)
+    sheet = Image.open(report["contact_sheet"])
+    assert sheet.width >= 900 and sheet.height >= 900
+    assert json.loads(Path(report["report"]).read_text())["reconstruction"] == report["reconstruction"]
+    assert report["splice_max_difference"] == 0.0
+
+
+def test_cli_json_is_one_object_on_the_last_line_and_nothing_is_replaced(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--json", "--steps", "2", "--samples", "3"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"reconstruction", "editability", "baseline_reconstruction", "baseline_editability", "steps",
+            "seconds"} <= first.keys() and first["steps"] == 2
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert second["embedding"] != first["embedding"] and Path(first["embedding"]).is_file()
+    assert second["contact_sheet"] != first["contact_sheet"]
+
+
+def test_the_demo_config_is_the_documented_one():
+    config = DemoConfig()
+    assert (config.steps, config.early_stop, config.validate_every, config.init_text) == (300, 4, 25, "star")
+    assert replace(config, samples=8).samples == 8
