@@ -25,7 +25,7 @@ function drawChart(monitor) {
   const { canvas, losses, smoothed, validation } = monitor;
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
-  const all = losses.concat(smoothed, validation.map((p) => p[1])).filter(Number.isFinite);
+  const all = losses.concat(smoothed).filter(Number.isFinite);
   if (all.length < 2) return;
   const low = Math.min(...all);
   const span = Math.max(...all) - low || 1;
@@ -43,13 +43,18 @@ function drawChart(monitor) {
   };
   line(losses, "#888");
   line(smoothed, "#4a8df0");
-  // validation losses sit at their steps (step s is losses[s - 1]; step 0 is the start)
+  // validation losses sit at their steps (step s is losses[s - 1]; step 0 is the start), on their own scale:
+  // their late changes are far smaller than the training loss's step-to-step noise
+  const values = validation.map((p) => p[1]).filter(Number.isFinite);
+  if (!values.length) return;
+  const vLow = Math.min(...values);
+  const vSpan = Math.max(...values) - vLow || 1;
   const steps = Math.max(losses.length - 1, 1);
   ctx.strokeStyle = ctx.fillStyle = "#e0553a";
   ctx.beginPath();
   validation.forEach(([step, value], i) => {
     const x = pad + ((canvas.width - 2 * pad) * Math.max(step - 1, 0)) / steps;
-    const y = canvas.height - pad - ((canvas.height - 2 * pad) * (value - low)) / span;
+    const y = canvas.height - pad - ((canvas.height - 2 * pad) * (value - vLow)) / vSpan;
     i === 0 ? ctx.moveTo(x, y) : ctx.lineTo(x, y);
     ctx.fillRect(x - 2, y - 2, 4, 4);
   });

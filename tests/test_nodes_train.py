@@ -128,7 +128,10 @@ def test_validation_loss_reaches_the_browser_and_early_stop_ends_the_run(nodes, 
     assert done["early_stopped"] is True and done["step"] == 4
     assert pack_module("nodes.status").snapshot()["7"]["state"] == "early stop"
     assert "early stop" in out["ui"]["text"][0] and "lowest validation loss at step 0" in out["ui"]["text"][0]
-    assert out["result"][1].shape == (1, 256, 512, 3)
+    chart = out["result"][1]
+    assert chart.shape == (1, 256, 512, 3)
+    red = (chart[..., 0] > 0.7) & (chart[..., 1] < 0.3) & (chart[..., 2] < 0.3)
+    assert red.sum() > 20  # the validation points are drawn
 
 
 def test_a_template_file_is_read_from_the_input_folder_by_name(nodes, fake, setup):
