@@ -84,3 +84,13 @@ def nodes():
     from test_nodes_support import load_pack
 
     return load_pack().NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture
+def node_setup(nodes, fake):
+    """(the random tiny demo model, the demo pictures) as TILoadModel and TILoadImages give them."""
+    from test_nodes_support import pack_module
+
+    model = nodes["TILoadModel"]().load(pack_module("nodes.model_nodes").DEMO_MODEL, "fp32")[0]
+    images = nodes["TILoadImages"]().load("ti-demo-images", 64)["result"][0]
+    return model, images

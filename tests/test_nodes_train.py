@@ -11,11 +11,8 @@ from test_nodes_support import InterruptProcessingException, pack_module
 
 
 @pytest.fixture
-def setup(nodes, fake):
-    model_nodes = pack_module("nodes.model_nodes")
-    model = nodes["TILoadModel"]().load(model_nodes.DEMO_MODEL, "fp32")[0]
-    images = nodes["TILoadImages"]().load("ti-demo-images", 64)["result"][0]
-    return model, images
+def setup(node_setup):
+    return node_setup
 
 
 def settings(**changes):

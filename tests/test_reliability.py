@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from test_nodes_support import InterruptProcessingException, pack_module
+from test_nodes_support import InterruptProcessingException
 from test_train import _images
 
 from ti_core.cli import main
@@ -201,14 +201,6 @@ def test_disk_full_during_a_training_save_keeps_the_last_save_whole(tmp_path, lo
                                                                             output=str(out)))
     assert load_embedding(out).metadata["step"] == "1"
     assert not list(tmp_path.glob(".*.partial"))
-
-
-@pytest.fixture
-def node_setup(nodes, fake):
-    model_nodes = pack_module("nodes.model_nodes")
-    model = nodes["TILoadModel"]().load(model_nodes.DEMO_MODEL, "fp32")[0]
-    images = nodes["TILoadImages"]().load("ti-demo-images", 64)["result"][0]
-    return model, images
 
 
 def _node_train(nodes, model, images, **changes):
