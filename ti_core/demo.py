@@ -131,7 +131,7 @@ def run_demo(out: Path, log: Callable[[str], None] = print, config: DemoConfig =
         "training_seconds": round(result.seconds, 1), "early_stopped": result.early_stopped,
         "val_losses": [[s, round(v, 5)] for s, v in result.val_losses], "best_step": result.best_step,
         "samples_per_measure": config.samples, "splice_max_difference": splice,
-        "embedding": result.path, "images": str(images), "config": _jsonable(asdict(config)),
+        "embedding": result.path, "images": str(images), "config": asdict(config),
     }
     sheet = contact_sheet.write(free_path(out / "contact_sheet.png"), images, previews, learned["images"],
                                 baseline["images"], result.losses, result.val_losses, report, config)
@@ -160,11 +160,3 @@ def table(report: dict, config: DemoConfig) -> list:
         cells = [c if isinstance(c, str) else f"{100 * c:.0f} %" for c in (a, b)]
         lines.append(f"  {label:40s} {cells[0]:>15s} {cells[1]:>12s}")
     return lines
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
