@@ -203,7 +203,10 @@ class TITrainEmbedding:
                                   "path": result.path, "step": result.steps_done, "early_stopped": result.early_stopped})
         progress.finish()  # a Cancel is reported as an interrupt, after the file was saved whole
         chart = draw_loss_chart(result.losses, reporter.smoothed, result.val_losses)
-        summary = f"{config.name}: {result.steps_done} steps in {result.seconds:.1f} s, saved {result.path}"
+        ran = len(reporter.smoothed)  # steps run by this call (a resume starts where the state left off)
+        summary = f"{config.name}: {ran} steps in {result.seconds:.1f} s, saved {result.path}"
+        if ran != result.steps_done:
+            summary += f" (now at step {result.steps_done} of {steps})"
         if result.val_losses:
             summary += f"; lowest validation loss at step {result.best_step}"
         if result.early_stopped:

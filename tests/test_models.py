@@ -204,3 +204,9 @@ def test_single_file_models_are_readable_by_others(single_file):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
+
+
+def test_the_model_prints_as_one_short_line(loaded):
+    """ComfyUI copies a node's inputs into its error reports: the model must not print every layer."""
+    text = repr(loaded("tiny-sd1"))
+    assert "\n" not in text and len(text) < 300 and text.startswith("SDModel(sd1, epsilon, ")

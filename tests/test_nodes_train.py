@@ -65,6 +65,7 @@ def test_existing_file_is_never_overwritten_and_resume_continues(nodes, fake, se
     out = train(nodes, model, images, steps=4, resume=True)
     assert [d["step"] for e, d in fake.events if e == "textual_inversion.progress"][-2:] == [3, 4]
     assert path.read_bytes() != before and out["result"][0].metadata["step"] == "4"
+    assert out["ui"]["text"][0].startswith("disc: 2 steps in ") and "(now at step 4 of 4)" in out["ui"]["text"][0]
 
 
 def test_cancel_during_training_keeps_a_whole_loadable_file(nodes, fake, setup):

@@ -30,7 +30,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 EMBEDDING_KEYS = {"sd1": (("emb_params", "clip_l"),), "sd2": (("emb_params",),), "sdxl": (("clip_l",), ("clip_g",))}
 
 
-@dataclass
+@dataclass(repr=False)
 class SDModel:
     """Everything needed to encode prompts, train and sample. Modules are frozen (requires_grad False)."""
 
@@ -58,6 +58,12 @@ class SDModel:
     def embedding_keys(self) -> tuple:
         """Per text encoder, the embedding-file keys it reads (see EMBEDDING_KEYS)."""
         return EMBEDDING_KEYS[self.family]
+
+    def __repr__(self) -> str:
+        # one line: ComfyUI puts a node's inputs into its error reports, and the default repr prints every layer
+        dtype = str(self.dtype).replace("torch.", "")
+        return (f"SDModel({self.family}, {self.prediction_type}, {self.resolution} px, {dtype}, {self.device}, "
+                f"source={self.source!r})")
 
     def describe(self) -> dict:
         return {
