@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from . import comfy_adapter as comfy
 
 CATEGORY = "textual_inversion"
@@ -84,9 +86,21 @@ class TILoadImages:
         from .convert import pil_to_image
 
         images, notes = load_images(images_folder(folder))
+        for note in notes:  # also in the server's log, for runs queued through the API
+            logging.getLogger("textual_inversion").warning(f"TILoadImages: {note}")
         preview = pil_to_image([square_crop(i.rgb, preview_size, "center") for i in images])
         captions = "\n".join(i.caption for i in images)
-        return {"ui": {"text": notes}, "result": (images, preview, captions)}
+        return {"ui": {"text": [describe_images(images), *notes]}, "result": (images, preview, captions)}
+
+
+def describe_images(images, most: int = 8) -> str:
+    """What was loaded, for the node's panel: count, captions, and each picture's size (the first `most`)."""
+    captioned = sum(1 for i in images if i.caption)
+    lines = [f"{len(images)} picture(s), {captioned} with a caption:"]
+    lines += [f"  {i.path.name}  {i.rgb.size[0]}x{i.rgb.size[1]}" for i in images[:most]]
+    if len(images) > most:
+        lines.append(f"  and {len(images) - most} more")
+    return "\n".join(lines)
 
 
 class TISquareCrop:

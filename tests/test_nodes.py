@@ -199,6 +199,8 @@ def test_load_images_demo_folder_changes_and_errors(absent, nodes):
     assert len(images) == 4 and preview.shape == (4, 64, 64, 3)
     assert all(img.size[0] != img.size[1] for img in images)  # sizes kept: the demo pictures are not square
     assert captions.splitlines() == [f"on a {b} background" for b in ("white", "blue", "black", "red")]
+    assert out["ui"]["text"] == ["4 picture(s), 4 with a caption:\n" + "\n".join(
+        f"  purple-striped-star_{i}.png  {w}x{h}" for i, (w, h) in enumerate([(44, 32), (32, 40), (48, 32), (32, 44)]))]
     before = load.IS_CHANGED(folder="ti-demo-images", preview_size=64)
     assert before == load.IS_CHANGED(folder="ti-demo-images", preview_size=64)
     (absent / "input" / "ti-demo-images" / "purple-striped-star_0.txt").write_text("changed")
@@ -214,6 +216,22 @@ def test_load_images_demo_folder_changes_and_errors(absent, nodes):
         call(load, folder=str(elsewhere), preview_size=64)
     with pytest.raises(ValueError, match=r"\.\."):
         call(load, folder="../elsewhere", preview_size=64)
+
+
+def test_load_images_panel_names_what_was_skipped(absent, nodes, caplog):
+    from PIL import Image
+
+    folder = absent / "input" / "mine"
+    folder.mkdir(parents=True)
+    for i in range(10):
+        Image.new("RGB", (40 + i, 30), "red").save(folder / f"{i:02}.png")
+    (folder / "00.txt").write_text("a red thing")
+    (folder / "notes.doc").write_text("x")
+    text = call(nodes["TILoadImages"], folder="mine", preview_size=64)["ui"]["text"]
+    assert text[0].splitlines()[:2] == ["10 picture(s), 1 with a caption:", "  00.png  40x30"]
+    assert text[0].splitlines()[-1] == "  and 2 more" and len(text[0].splitlines()) == 10
+    assert len(text) == 2 and text[1].startswith("skipped notes.doc: not an image file")
+    assert "TILoadImages: skipped notes.doc" in caplog.text  # and in the server's log
 
 
 def test_load_images_replaces_only_the_old_demo_pictures(absent, nodes):

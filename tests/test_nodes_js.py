@@ -21,7 +21,7 @@ def test_every_feature_file_registers_one_namespaced_extension():
         assert len(found) == 1 and text.count("registerExtension(") == 1, path.name
         assert "scripts/ui.js" not in text and "../../scripts/" not in text, path.name
         names += found
-    assert len(names) == len(set(names)) == 2
+    assert len(names) == len(set(names)) == 3
 
 
 def test_events_the_js_listens_to_are_the_ones_the_node_sends():

@@ -18,7 +18,7 @@ from ti_core.toyworld.model import BUILTIN_NAME
 HERE = Path(__file__).resolve().parent
 
 # Room for the panels our JS adds (js/training_monitor.js, js/embedding_info.js), so nodes do not overlap.
-PANEL_HEIGHT = {"TITrainEmbedding": 340, "TILoadEmbedding": 130}
+PANEL_HEIGHT = {"TITrainEmbedding": 340, "TILoadEmbedding": 130, "TILoadImages": 140}  # JS panels + margin
 
 # Core ComfyUI nodes the examples use: id -> (input name -> type, widget names in order, outputs).
 CORE_NODES = {"PreviewImage": ({"images": "IMAGE"}, [], [])}
