@@ -1,8 +1,14 @@
 // TILoadImages and TISaveEmbedding: show the text a run returns on the node (what was loaded and what was
 // skipped; where the embedding was saved), which ComfyUI's front end would otherwise keep to itself.
-import { addPanel, app, chainCallback } from "./common/util.js";
+import { addPanel, app, chainCallback, fitPanel, lastOutput } from "./common/util.js";
 
 const NODES = new Set(["TILoadImages", "TISaveEmbedding"]);
+
+function show(node, lines) {
+  if (!node.tiNotes || !Array.isArray(lines)) return;
+  node.tiNotes.element.textContent = lines.join("\n");
+  fitPanel(node, node.tiNotes.widget, node.tiNotes.element);
+}
 
 app.registerExtension({
   name: "textual_inversion.NodeNotes",
@@ -11,13 +17,14 @@ app.registerExtension({
     chainCallback(nodeType.prototype, "onNodeCreated", function () {
       const pre = document.createElement("pre");
       pre.style.cssText = "margin:0;font:11px monospace;color:#ccc;white-space:pre-wrap;overflow:auto;";
-      pre.textContent = "not run yet";
-      this.tiNotes = pre;
-      addPanel(this, "notes", pre, nodeData.name === "TILoadImages" ? 120 : 40);
+      pre.textContent = "(shown after a run)";
+      const widget = addPanel(this, "notes", pre, nodeData.name === "TILoadImages" ? 120 : 56);
+      this.tiNotes = { element: pre, widget };
+      // after a tab switch the graph is rebuilt: show what the last run said, as the image previews do
+      setTimeout(() => show(this, lastOutput(this)?.text), 0);
     });
     chainCallback(nodeType.prototype, "onExecuted", function (message) {
-      const lines = message?.text;
-      if (this.tiNotes && Array.isArray(lines)) this.tiNotes.textContent = lines.join("\n");
+      show(this, message?.text);
     });
   },
 });

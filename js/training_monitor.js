@@ -1,7 +1,7 @@
 // TITrainEmbedding: a live loss chart (raw loss grey, smoothed blue, validation loss red) and the latest preview
 // image, fed by the
 // node's "textual_inversion.progress" / ".preview" / ".done" PromptServer events.
-import { addPanel, api, app, chainCallback, nodeFromEvent } from "./common/util.js";
+import { addPanel, api, app, chainCallback, lastOutput, nodeFromEvent } from "./common/util.js";
 
 const NODE = "TITrainEmbedding";
 
@@ -19,6 +19,11 @@ function makePanel(node) {
   root.append(text, canvas, preview);
   addPanel(node, "training", root, 310);
   node.tiMonitor = { text, canvas, preview, losses: [], smoothed: [], validation: [] };
+  // after a tab switch the graph is rebuilt: the live chart is gone, but the last run's summary is kept
+  setTimeout(() => {
+    const summary = lastOutput(node)?.text?.[0];
+    if (summary) text.textContent = summary;
+  }, 0);
 }
 
 function drawChart(monitor) {

@@ -81,4 +81,4 @@ class TISaveEmbedding:
         check_name(name.strip())  # says what is wrong with the name, before it becomes a path
         path = resolve_inside(comfy.folder_paths_for("embeddings")[0], name.strip() + SAVE_FORMATS[format])
         written = save_embedding(dataclasses.replace(embedding, name=name.strip()), path, format=format)
-        return {"ui": {"text": [f"saved {written}"]}}
+        return {"ui": {"text": [f"saved {written.name}", f"in {written.parent}"]}}  # the name first: paths are long

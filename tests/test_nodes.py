@@ -285,7 +285,8 @@ def test_load_and_save_embedding(absent, nodes, loaded):
     assert embedding.name == "cat" and '"vectors": 2' in info and out["ui"]["text"] == [info]
     save = nodes["TISaveEmbedding"]
     for fmt, ext in (("safetensors", ".safetensors"), ("a1111-pt", ".pt"), ("diffusers", ".bin")):
-        call(save, embedding=embedding, name="copy", format=fmt)
+        out = call(save, embedding=embedding, name="copy", format=fmt)
+        assert out["ui"]["text"] == [f"saved copy{ext}", f"in {folder}"]
         again = load_embedding(folder / f"copy{ext}")
         assert torch.equal(again.vectors["emb_params"], embedding.vectors["emb_params"])
     with pytest.raises(ValueError, match="exists"):

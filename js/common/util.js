@@ -19,9 +19,26 @@ export function nodeFromEvent(detail) {
   return app.graph?.getNodeById(Number(id.split(":").pop())) ?? null;
 }
 
-// A DOM widget holding `element` below the node's other widgets.
+// A DOM widget holding `element` below the node's other widgets. The option keeps it out of the API prompt,
+// `widget.serialize` out of a saved workflow's widgets_values.
 export function addPanel(node, name, element, height) {
   const widget = node.addDOMWidget(name, "textual_inversion_panel", element, { serialize: false });
-  widget.computeSize = (width) => [width, height];
+  widget.serialize = false;
+  widget.tiHeight = height;
+  widget.computeSize = (width) => [width, widget.tiHeight];
   return widget;
+}
+
+// Grow a panel, and its node, until all of `element`'s content shows (never shrink it).
+export function fitPanel(node, widget, element) {
+  requestAnimationFrame(() => {
+    widget.tiHeight = Math.max(widget.tiHeight, element.scrollHeight + 20);
+    node.setSize([node.size[0], Math.max(node.size[1], node.computeSize()[1])]);
+    node.setDirtyCanvas?.(true, true);
+  });
+}
+
+// The ui output the server last sent for `node` (kept by the front end across a tab switch), or undefined.
+export function lastOutput(node) {
+  return app.nodeOutputs?.[String(node.id)];
 }
