@@ -1,29 +1,38 @@
-// TITrainEmbedding: a live loss chart (raw loss grey, smoothed blue, validation loss red) and the latest preview
-// image, fed by the
-// node's "textual_inversion.progress" / ".preview" / ".done" PromptServer events.
+// TITrainEmbedding: a live loss chart (raw loss grey, smoothed blue, validation loss red) and two status lines,
+// fed by the node's "textual_inversion.progress" / ".done" PromptServer events. The preview pictures are drawn
+// by ComfyUI itself (the node passes them to its progress bar), so the panel does not show them a second time.
 import { addPanel, api, app, chainCallback, lastOutput, nodeFromEvent } from "./common/util.js";
 
 const NODE = "TITrainEmbedding";
+const LINE = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis;";
 
 function makePanel(node) {
   const root = document.createElement("div");
   root.style.cssText = "display:flex;flex-direction:column;gap:4px;font:11px monospace;color:#ccc;";
-  const text = document.createElement("div");
-  text.textContent = "not trained yet";
+  // two lines of fixed height (the full text is the tooltip), so that the panel never outgrows its node
+  const lines = [document.createElement("div"), document.createElement("div")];
+  lines.forEach((line) => (line.style.cssText = LINE));
   const canvas = document.createElement("canvas");
   canvas.width = 320;
   canvas.height = 120;
   canvas.style.cssText = "width:100%;height:120px;background:#1e1e1e;border-radius:4px;";
-  const preview = document.createElement("img");
-  preview.style.cssText = "max-width:100%;max-height:160px;object-fit:contain;display:none;";
-  root.append(text, canvas, preview);
-  addPanel(node, "training", root, 310);
-  node.tiMonitor = { text, canvas, preview, losses: [], smoothed: [], validation: [] };
+  root.append(...lines, canvas);
+  addPanel(node, "training", root, 170);
+  node.tiMonitor = { root, lines, canvas, losses: [], smoothed: [], validation: [] };
+  setStatus(node.tiMonitor, "not trained yet", "");
   // after a tab switch the graph is rebuilt: the live chart is gone, but the last run's summary is kept
   setTimeout(() => {
     const summary = lastOutput(node)?.text?.[0];
-    if (summary) text.textContent = summary;
+    if (!summary) return;
+    const [first, saved] = summary.split(", saved ");
+    setStatus(node.tiMonitor, first, saved && `saved ${saved}`);
   }, 0);
+}
+
+function setStatus(monitor, first, second) {
+  monitor.lines[0].textContent = first;
+  monitor.lines[1].textContent = second ?? "";
+  monitor.root.title = [first, second].filter(Boolean).join("\n");
 }
 
 function drawChart(monitor) {
@@ -84,19 +93,10 @@ function onProgress(event) {
   const val = last ? `  validation ${last[1].toFixed(4)} (step ${last[0]})` : "";
   const eta = Number.isFinite(d.eta) ? `, ${Math.round(d.eta)} s left` : "";
   const num = (v, f) => (Number.isFinite(v) ? f(v) : "-");
-  monitor.text.textContent =
-    `${d.name}: step ${d.step}/${d.steps}  loss ${num(d.loss, (v) => v.toFixed(4))}  ` +
-    `smoothed ${num(d.smoothed_loss, (v) => v.toFixed(4))}${val}  lr ${num(d.lr, (v) => v.toExponential(2))}${eta}`;
+  setStatus(monitor, `${d.name}: step ${d.step}/${d.steps}${eta}  lr ${num(d.lr, (v) => v.toExponential(2))}`,
+    `loss ${num(d.loss, (v) => v.toFixed(4))}  smoothed ${num(d.smoothed_loss, (v) => v.toFixed(4))}${val}`);
   drawChart(monitor);
   node.setDirtyCanvas(true, false);
-}
-
-function onPreview(event) {
-  const monitor = nodeFromEvent(event.detail)?.tiMonitor;
-  if (!monitor) return;
-  monitor.preview.src = `data:image/png;base64,${event.detail.image}`;
-  monitor.preview.title = `preview at step ${event.detail.step}`;
-  monitor.preview.style.display = "block";
 }
 
 function onDone(event) {
@@ -104,14 +104,13 @@ function onDone(event) {
   const monitor = nodeFromEvent(d)?.tiMonitor;
   if (!monitor) return;
   const how = d.stopped ? "stopped" : d.early_stopped ? "early stop (validation loss flat)" : "done";
-  monitor.text.textContent = `${d.name}: ${how} at step ${d.step}, saved ${d.path ?? "nothing"}`;
+  setStatus(monitor, `${d.name}: ${how} at step ${d.step}`, `saved ${d.path ?? "nothing"}`);
 }
 
 app.registerExtension({
   name: "textual_inversion.TrainingMonitor",
   async setup() {
     api.addEventListener("textual_inversion.progress", onProgress);
-    api.addEventListener("textual_inversion.preview", onPreview);
     api.addEventListener("textual_inversion.done", onDone);
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {

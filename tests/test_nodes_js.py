@@ -26,9 +26,10 @@ def test_every_feature_file_registers_one_namespaced_extension():
 
 def test_events_the_js_listens_to_are_the_ones_the_node_sends():
     text = (JS / "training_monitor.js").read_text()
-    assert set(re.findall(r'"textual_inversion\.(progress|preview|done)"', text)) == {"progress", "preview", "done"}
+    listened = set(re.findall(r'addEventListener\("textual_inversion\.(\w+)"', text))
+    assert listened == {"progress", "done"}  # previews: ComfyUI draws them from the progress bar
     nodes_src = (JS.parent / "nodes" / "train_nodes.py").read_text()
-    for event in ("progress", "preview", "done"):
+    for event in listened:
         assert f'send_event("{event}"' in nodes_src
 
 
