@@ -4,7 +4,7 @@
 import { addPanel, api, app, chainCallback, lastOutput, nodeFromEvent } from "./common/util.js";
 
 const NODE = "TITrainEmbedding";
-const LINE = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis;";
+const LINE = "white-space:pre;overflow:hidden;text-overflow:ellipsis;";
 
 function makePanel(node) {
   const root = document.createElement("div");

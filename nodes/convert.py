@@ -17,15 +17,3 @@ def image_to_pil(image) -> list:
     from ..ti_core.sample import to_pil
 
     return [img.convert("RGB") for img in to_pil(image.detach().clone()[..., :3])]
-
-
-def png_base64(img, max_size: int = 512) -> str:
-    """A PIL image as a base64 PNG string (shrunk to at most `max_size` on its long side) for browser events."""
-    import base64
-    import io
-
-    img = img.copy()
-    img.thumbnail((max_size, max_size))
-    buffer = io.BytesIO()
-    img.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -68,7 +68,6 @@ class StepReporter:
         from ..ti_core.sample import to_pil
 
         from . import status
-        from .convert import png_base64
 
         self.smoothed.append(info.smoothed_loss)
         if info.val_loss is not None:
@@ -80,8 +79,6 @@ class StepReporter:
                       saved=info.saved, val_loss=_json(info.val_loss) if info.val_loss is not None else None)
         status.report(self.node_id, **fields)
         comfy.send_event("progress", {"node": self.node_id, **fields})
-        if preview is not None:
-            comfy.send_event("preview", {"node": self.node_id, "step": info.step, "image": png_base64(preview)})
 
 
 def training_images(images, image_batch) -> list:
