@@ -113,6 +113,17 @@ def torch_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def make_room(device) -> bool:
+    """Ask ComfyUI to move its own models off `device` before we load or train there, as ComfyUI's own training
+    node does: our model is invisible to its memory manager, so its models would otherwise keep the VRAM that
+    training needs. True when asked; a no-op on the CPU and outside ComfyUI."""
+    mm = _optional("comfy.model_management")
+    if mm is None or not hasattr(mm, "free_memory") or getattr(device, "type", str(device)) == "cpu":
+        return False
+    mm.free_memory(1e30, device)  # ComfyUI's unload_all_models(), for this device
+    return True
+
+
 # ------------------------------------------------------------------------------- progress and interrupts
 
 

@@ -76,6 +76,7 @@ class TILoadModel:
         from ..ti_core.models import load_model
 
         device = comfy.torch_device()
+        comfy.make_room(device)
         # ComfyUI runs nodes under inference_mode; weights made there could never be trained through.
         with torch.inference_mode(False):
             return (load_model(model_path(model_name), dtype=dtype, device=device),)

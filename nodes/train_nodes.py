@@ -192,6 +192,7 @@ class TITrainEmbedding:
                              precision=precision, validate_every=validate_every, early_stop=early_stop)
         progress = comfy.Progress(steps)
         reporter = StepReporter(unique_id, config.name, progress)
+        comfy.make_room(model.device)  # ComfyUI's models may have come back onto the GPU since TILoadModel ran
         result = train(model, training_images(images, image_batch), config, on_step=reporter, should_stop=progress.should_stop)
         state = "stopped" if result.stopped else ("early stop" if result.early_stopped else "done")
         status.report(unique_id, name=config.name, state=state,

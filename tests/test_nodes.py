@@ -87,6 +87,7 @@ def test_adapter_fallbacks_without_comfyui(absent):
     progress.finish()
     assert comfy.prompt_server() is None
     assert comfy.torch_device().type in ("cpu", "cuda")
+    assert comfy.make_room(torch.device("cuda")) is False  # no ComfyUI models to move
     comfy.send_event("progress", {"step": 1})  # no-op
     (absent / "models" / "checkpoints" / "sub").mkdir(parents=True)
     (absent / "models" / "checkpoints" / "sub" / "a.safetensors").write_bytes(b"x")
@@ -103,6 +104,8 @@ def test_adapter_uses_comfyui_when_present(fake):
     assert fake.bars[-1].calls == [(2, 4, ("JPEG", "img", 512))]
     comfy.send_event("progress", {"step": 2})
     assert fake.events == [("textual_inversion.progress", {"step": 2})]
+    assert comfy.make_room(torch.device("cpu")) is False and fake.freed == []
+    assert comfy.make_room(torch.device("cuda", 0)) is True and fake.freed == [(1e30, "cuda:0")]
     fake.interrupted = True
     assert progress.should_stop()
     with pytest.raises(InterruptProcessingException):
@@ -144,11 +147,14 @@ def test_load_model_built_in_toy_world_model(absent, nodes, monkeypatch):
         call(nodes["TILoadModel"], model_name=BUILTIN_NAME, dtype="fp32")
 
 
-def test_load_model_weights_are_trainable_under_inference_mode(absent, nodes):
+def test_load_model_weights_are_trainable_under_inference_mode(absent, nodes, monkeypatch):
+    asked = []
+    monkeypatch.setattr(pack_module("nodes.comfy_adapter"), "make_room", asked.append)
     with torch.inference_mode():
         model = demo_model(nodes)
     weight = model.text_encoders[0].get_input_embeddings().weight
     assert not weight.is_inference()
+    assert asked == [model.device]  # ComfyUI was asked to make room where the model went
 
 
 def test_encode_and_sample_with_embeddings(absent, nodes):

@@ -39,7 +39,7 @@ class FakeComfy:
 
     def __init__(self, base: Path):
         self.base = base
-        self.bars, self.events, self.interrupt_after = [], [], None
+        self.bars, self.events, self.interrupt_after, self.freed = [], [], None, []
         self.interrupted = False
         self.routes = FakeRoutes()
         fake = self
@@ -78,6 +78,7 @@ class FakeComfy:
         mm.processing_interrupted = lambda: fake.interrupted
         mm.throw_exception_if_processing_interrupted = fake.throw
         mm.get_torch_device = lambda: __import__("torch").device("cpu")
+        mm.free_memory = lambda required, device, keep_loaded=(): fake.freed.append((required, str(device)))
         comfy = types.ModuleType("comfy")
         comfy.utils, comfy.model_management = utils, mm
 

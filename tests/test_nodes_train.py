@@ -26,6 +26,15 @@ def train(nodes, model, images, **changes):
     return nodes["TITrainEmbedding"]().train(model, images=images, **settings(**changes), unique_id="7")
 
 
+def test_train_asks_comfyui_for_room_on_the_models_device_before_the_first_step(nodes, fake, setup, monkeypatch):
+    model, images = setup
+    asked = []
+    monkeypatch.setattr(pack_module("nodes.comfy_adapter"), "make_room",
+                        lambda device: asked.append((device, len(fake.events))))
+    train(nodes, model, images, steps=1)
+    assert asked == [(model.device, 0)]  # before any progress event
+
+
 def test_train_reports_progress_events_and_saves(nodes, fake, setup):
     from ti_core.embeddings import load_embedding
 
