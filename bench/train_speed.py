@@ -102,7 +102,7 @@ def child(args) -> None:
 
         def on_step(info) -> None:
             now = time.perf_counter()
-            if calls and len(calls) > args.warmup:
+            if len(calls) > args.warmup:
                 steps.append(now - calls[-1])
             if len(calls) >= args.warmup:
                 floors.append(floor())

@@ -1,6 +1,6 @@
 // TILoadEmbedding: show the chosen embedding's format, vectors, widths and metadata on the node, from the
 // /textual_inversion/embeddings/info route when the choice changes and from the node's output when it runs.
-import { addPanel, api, app, chainCallback } from "./common/util.js";
+import { addTextPanel, api, app, chainCallback } from "./common/util.js";
 
 const NODE = "TILoadEmbedding";
 
@@ -28,10 +28,7 @@ app.registerExtension({
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData.name !== NODE) return;
     chainCallback(nodeType.prototype, "onNodeCreated", function () {
-      const pre = document.createElement("pre");
-      pre.style.cssText = "margin:0;font:11px monospace;color:#ccc;white-space:pre-wrap;overflow:auto;";
-      this.tiInfo = pre;
-      addPanel(this, "info", pre, 110);
+      this.tiInfo = addTextPanel(this, "info", 110).element;
       const combo = this.widgets?.find((w) => w.name === "embedding_name");
       if (combo) {
         chainCallback(combo, "callback", (value) => fetchInfo(this, value));

@@ -1,6 +1,6 @@
 // TILoadImages and TISaveEmbedding: show the text a run returns on the node (what was loaded and what was
 // skipped; where the embedding was saved), which ComfyUI's front end would otherwise keep to itself.
-import { addPanel, app, chainCallback, fitPanel, lastOutput } from "./common/util.js";
+import { addTextPanel, app, chainCallback, fitPanel, lastOutput } from "./common/util.js";
 
 const NODES = new Set(["TILoadImages", "TISaveEmbedding"]);
 
@@ -15,11 +15,8 @@ app.registerExtension({
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!NODES.has(nodeData.name)) return;
     chainCallback(nodeType.prototype, "onNodeCreated", function () {
-      const pre = document.createElement("pre");
-      pre.style.cssText = "margin:0;font:11px monospace;color:#ccc;white-space:pre-wrap;overflow:auto;";
-      pre.textContent = "(shown after a run)";
-      const widget = addPanel(this, "notes", pre, nodeData.name === "TILoadImages" ? 120 : 56);
-      this.tiNotes = { element: pre, widget };
+      this.tiNotes = addTextPanel(this, "notes", nodeData.name === "TILoadImages" ? 120 : 56);
+      this.tiNotes.element.textContent = "(shown after a run)";
       // after a tab switch the graph is rebuilt: show what the last run said, as the image previews do
       setTimeout(() => show(this, lastOutput(this)?.text), 0);
     });

@@ -17,9 +17,8 @@ from ti_core.toyworld.model import BUILTIN_NAME
 
 HERE = Path(__file__).resolve().parent
 
-# Room for the panels our JS adds (js/training_monitor.js, js/embedding_info.js), so nodes do not overlap.
-# Room for the JS panels (+ margin); the trainer's also for the loss chart it shows after a run, which would
-# otherwise grow the node over the one below.
+# Room for the panels our JS adds (js/*.js, + margin), so nodes do not overlap; the trainer's also for the loss
+# chart ComfyUI shows on it after a run, which would otherwise grow the node over the one below.
 PANEL_HEIGHT = {"TITrainEmbedding": 290, "TILoadEmbedding": 130, "TILoadImages": 140}
 
 # Core ComfyUI nodes the examples use: id -> (input name -> type, widget names in order, outputs).

@@ -29,6 +29,13 @@ export function addPanel(node, name, element, height) {
   return widget;
 }
 
+// A panel of monospaced text: { element (a <pre>), widget }.
+export function addTextPanel(node, name, height) {
+  const element = document.createElement("pre");
+  element.style.cssText = "margin:0;font:11px monospace;color:#ccc;white-space:pre-wrap;overflow:auto;";
+  return { element, widget: addPanel(node, name, element, height) };
+}
+
 // Grow a panel, and its node, until all of `element`'s content shows (never shrink it).
 export function fitPanel(node, widget, element) {
   requestAnimationFrame(() => {
