@@ -37,3 +37,14 @@ def test_events_the_js_listens_to_are_the_ones_the_node_sends():
 @pytest.mark.parametrize("path", [*FEATURES, JS / "common" / "util.js"], ids=lambda p: p.name)
 def test_node_check(path):
     subprocess.run(["node", "--check", str(path)], check=True, capture_output=True)
+
+
+def test_every_name_imported_from_util_is_exported_there():
+    """`node --check` does not resolve imports; a missing export would stop the extension loading in the browser."""
+    util = (JS / "common" / "util.js").read_text()
+    exported = set(re.findall(r"^export function (\w+)", util, re.M))
+    exported |= {n.strip() for group in re.findall(r"^export const \{([^}]*)\}", util, re.M) for n in group.split(",")}
+    for path in FEATURES:
+        for group in re.findall(r'import \{([^}]*)\} from "\./common/util\.js"', path.read_text()):
+            imported = {n.strip() for n in group.split(",")}
+            assert imported <= exported, (path.name, imported - exported)
