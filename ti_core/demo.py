@@ -82,6 +82,21 @@ def _splice_check(model, out: Path) -> float:
     return float((spliced - words).abs().max())
 
 
+def training_config(config: DemoConfig, output: Path | None, **overrides):
+    """The demo's recipe as a TrainConfig (`overrides` replace fields, e.g. save_every for a bench)."""
+    from .train import TrainConfig
+
+    fields = dict(
+        name=config.name, init_text=config.init_text, steps=config.steps, learning_rate=config.learning_rate,
+        batch_size=config.batch_size, crop="center", template="captions", save_every=100,
+        preview_every=config.preview_every, preview_prompt="a photo of a [name]", preview_steps=config.sample_steps,
+        validate_every=config.validate_every, validation_samples=config.validation_samples,
+        early_stop=config.early_stop, seed=config.seed, output=str(output) if output else None,
+    )
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
 def run_demo(out: Path, log: Callable[[str], None] = print, config: DemoConfig = DemoConfig()) -> dict:
     from .atomic import atomic_write, free_path
     from .embeddings import load_embedding
@@ -89,7 +104,7 @@ def run_demo(out: Path, log: Callable[[str], None] = print, config: DemoConfig =
     from .toyworld.concept import draw_concept
     from .toyworld.judge import load_judge
     from .toyworld.model import load_toy_model
-    from .train import TrainConfig, train
+    from .train import train
 
     started = time.perf_counter()
     out = Path(out)
@@ -101,13 +116,7 @@ def run_demo(out: Path, log: Callable[[str], None] = print, config: DemoConfig =
     images = draw_concept(out / "images", config.concept, count=4, seed=config.seed)
     target = free_path(out / "embeddings" / f"{config.name}.safetensors")
     log(f"training {config.name!r} on 4 pictures in {images} for up to {config.steps} steps (init {config.init_text!r})")
-    train_config = TrainConfig(
-        name=config.name, init_text=config.init_text, steps=config.steps, learning_rate=config.learning_rate,
-        batch_size=config.batch_size, crop="center", template="captions", save_every=100,
-        preview_every=config.preview_every, preview_prompt="a photo of a [name]", preview_steps=config.sample_steps,
-        validate_every=config.validate_every, validation_samples=config.validation_samples,
-        early_stop=config.early_stop, seed=config.seed, output=str(target),
-    )
+    train_config = training_config(config, target)
     previews = []
 
     def on_step(info):

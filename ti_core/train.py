@@ -24,6 +24,7 @@ import torch
 from . import __version__, latents, templates
 from .embeddings import MAX_VECTORS, Embedding, check_name, save_embedding
 from .errors import SettingError
+from .loss_weights import min_snr_weights
 from .memory import release_free_memory
 from .prompt import chunk_ids, encode_pair, prompt_chunks, run_encoder, token_ids
 from .schedule import parse_lr
@@ -89,6 +90,7 @@ class TrainConfig:
     # the value has no sampling noise, and a concept's last details move it little: in the toy world the star's
     # colour, learned between steps 100 and 150, lowers it by 0.3%, so 1% stopped before that; with 0.1% the
     # 0.1-0.2% wobbles of a learned word kept the runs going to 325-400 steps (bench/toyworld_early_stop.py)
+    snr_gamma: float = 0.0  # Min-SNR loss weighting (0 = uniform)
     nan_lr_factor: float = 0.5  # after a NaN/inf step, roll back and multiply the learning rate by this
 
     def validate(self) -> None:
@@ -360,9 +362,12 @@ class _Trainer:
                               encoder_hidden_states=hidden.to(dtype), return_dict=False, **extra)[0].float()
         error = (pred - target.to(pred.device)) ** 2
         if weight is None:
-            return error.mean()
-        weight = weight.to(error.device)
-        return (error * weight).sum() / (weight.sum() * error.shape[1]).clamp_min(1e-8)
+            per_sample = error.mean(dim=(1, 2, 3))
+        else:
+            weight = weight.to(error.device)
+            per_sample = (error * weight).sum(dim=(1, 2, 3)) / (weight.sum(dim=(1, 2, 3)) * error.shape[1]).clamp_min(1e-8)
+        snr_weight = min_snr_weights(self.noise_scheduler.alphas_cumprod, t, model.prediction_type, self.config.snr_gamma)
+        return (per_sample * snr_weight.to(per_sample.device)).mean()
 
     def _autocast(self):
         if self.compute_dtype == self.model.dtype:
