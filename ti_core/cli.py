@@ -101,7 +101,18 @@ def cmd_demo(args) -> int:
 
     from .demo import DemoConfig, run_demo
 
+    from .toyworld.concept import Concept
+
     config = DemoConfig()
+    if args.concept is not None:
+        try:
+            config = replace(config, concept=Concept.parse(args.concept))
+        except ValueError as e:
+            raise SettingError(str(e) + ".") from None
+    if args.pictures is not None:
+        config = replace(config, pictures=args.pictures)
+    if args.seed is not None:
+        config = replace(config, seed=args.seed)
     if args.steps is not None:
         config = replace(config, steps=args.steps)
     if args.early_stop is not None:
@@ -176,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early-stop", type=int, metavar="N",
                    help="stop after N validations (every 25 steps) without a 0.2%% better loss (default 4; 0 = all steps)")
     p.add_argument("--samples", type=int, help="pictures per measure, for the word and the baseline (default 32)")
+    p.add_argument("--concept", metavar="WORDS",
+                   help="what to learn: a colour, a pattern and a shape, e.g. 'green dotted heart' (default "
+                        "'purple striped star'); the pairs the built-in model never saw are purple star, green "
+                        "heart, orange cross and blue circle")
+    p.add_argument("--pictures", type=int, metavar="N", help="training pictures, 1-8 (default 4)")
+    p.add_argument("--seed", type=int, help="seed of the pictures and of the run (default 0)")
     p.set_defaults(run=cmd_demo)
 
     from .train_cli import add_train_parser

@@ -19,17 +19,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .toyworld.concept import DEMO_CONCEPT, EDIT_BACKGROUNDS, Concept
+from .errors import SettingError
+from .toyworld.concept import DEMO_CONCEPT, Concept, edit_backgrounds
 
-TRAIN_NAME = "purple-star"
 SPLICE_WORDS, SPLICE_NAME = "striped star", "demo-splice-check"
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     concept: Concept = DEMO_CONCEPT
-    name: str = TRAIN_NAME
-    init_text: str = "star"  # the class word, as the paper advises; it has the shape but none of the rest
+    name: str = ""  # the word; "" = "<colour>-<shape>", e.g. purple-star
+    init_text: str = ""  # "" = the concept's class word (its shape), as the paper advises: the shape, none of the rest
+    pictures: int = 4  # training pictures, 1-8, each non-square on its own background
     steps: int = 300  # at most: early stop ends most runs at 175-225 steps (the validation loss is flat by then)
     batch_size: int = 8  # 4 pictures x 2 flips: every view in most batches
     learning_rate: str = "5e-3"
@@ -44,29 +45,12 @@ class DemoConfig:
     seed: int = 0
 
 
-def _reconstruction_prompts(word: str, n: int) -> list:
-    forms = ("a photo of a {w}", "a {w}")
-    return [forms[i % len(forms)].format(w=word) for i in range(n)]
-
-
-def _editability_prompts(word: str, n: int) -> list:
-    """(prompt, background) pairs, backgrounds the training pictures never had, in turn."""
-    return [(f"a {word} on a {b} background", b) for b in (EDIT_BACKGROUNDS[i % 3] for i in range(n))]
-
-
 def measure(model, judge, word: str, concept: Concept, config: DemoConfig, embeddings=()) -> dict:
     """Reconstruction and editability of `word` (an `embedding:name` or plain words), with the pictures."""
-    from .toyworld.fidelity import generate
+    from .toyworld.scoring import measure_concept
 
-    sampling = dict(cfg=config.cfg, steps=config.sample_steps, seed=config.seed)
-    recon_images = generate(model, _reconstruction_prompts(word, config.samples), embeddings, **sampling)
-    edits = _editability_prompts(word, config.samples)
-    edit_images = generate(model, [p for p, _ in edits], embeddings, **sampling)
-    recon = [concept.matches(label) for label in judge.classify(recon_images)]
-    edit = [concept.matches(label) and label["background"] == b
-            for label, (_, b) in zip(judge.classify(edit_images), edits)]
-    return {"reconstruction": sum(recon) / len(recon), "editability": sum(edit) / len(edit),
-            "images": (recon_images, edit_images)}
+    return measure_concept(model, judge, word, concept, config.samples, embeddings, cfg=config.cfg,
+                           steps=config.sample_steps, seed=config.seed)
 
 
 def _splice_check(model, out: Path) -> float:
@@ -82,10 +66,21 @@ def _splice_check(model, out: Path) -> float:
     return float((spliced - words).abs().max())
 
 
+def resolved(config: DemoConfig) -> DemoConfig:
+    """`config` with the word's name and init text filled in from the concept where left empty."""
+    from dataclasses import replace
+
+    if not 1 <= config.pictures <= 8:
+        raise SettingError(f"pictures {config.pictures} must be 1 to 8.")
+    return replace(config, name=config.name or f"{config.concept.colour}-{config.concept.shape}",
+                   init_text=config.init_text or config.concept.shape)
+
+
 def training_config(config: DemoConfig, output: Path | None, **overrides):
     """The demo's recipe as a TrainConfig (`overrides` replace fields, e.g. save_every for a bench)."""
     from .train import TrainConfig
 
+    config = resolved(config)
     fields = dict(
         name=config.name, init_text=config.init_text, steps=config.steps, learning_rate=config.learning_rate,
         batch_size=config.batch_size, crop="center", template="captions", save_every=100,
@@ -107,15 +102,16 @@ def run_demo(out: Path, log: Callable[[str], None] = print, config: DemoConfig =
     from .train import train
 
     started = time.perf_counter()
+    config = resolved(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model, judge = load_toy_model(), load_judge()
     log(f"model: the built-in toy world ({Path(model.source).name}); it never saw a {config.concept.words}")
     splice = _splice_check(model, out)
 
-    images = draw_concept(out / "images", config.concept, count=4, seed=config.seed)
+    images = draw_concept(out / "images", config.concept, count=config.pictures, seed=config.seed)
     target = free_path(out / "embeddings" / f"{config.name}.safetensors")
-    log(f"training {config.name!r} on 4 pictures in {images} for up to {config.steps} steps (init {config.init_text!r})")
+    log(f"training {config.name!r} on {config.pictures} pictures in {images} for up to {config.steps} steps (init {config.init_text!r})")
     train_config = training_config(config, target)
     previews = []
 
@@ -159,7 +155,7 @@ def run_demo(out: Path, log: Callable[[str], None] = print, config: DemoConfig =
 def table(report: dict, config: DemoConfig) -> list:
     """The fidelity table as lines of text."""
     word, init = f"embedding:{config.name}", config.init_text
-    edit = f"'a * on a {'/'.join(EDIT_BACKGROUNDS[:3])} background'"
+    edit = f"'a * on a {'/'.join(edit_backgrounds(config.concept.colour))} background'"
     rows = [("", "reconstruction", "editability"),
             (f"learned word ({word})", report["reconstruction"], report["editability"]),
             (f"baseline: init word '{init}'", report["baseline_reconstruction"], report["baseline_editability"])]

@@ -28,6 +28,7 @@ from .loss_weights import min_snr_weights
 from .memory import release_free_memory
 from .prompt import chunk_ids, encode_pair, prompt_chunks, run_encoder, token_ids
 from .schedule import parse_lr
+from .vectors import INIT_MODES, NORM_MODES, effective, init_vectors, norm_penalty, vocab_norm
 from .train_state import TrainState, load_state, require_state_file, save_state
 
 
@@ -91,6 +92,10 @@ class TrainConfig:
     # colour, learned between steps 100 and 150, lowers it by 0.3%, so 1% stopped before that; with 0.1% the
     # 0.1-0.2% wobbles of a learned word kept the runs going to 325-400 steps (bench/toyworld_early_stop.py)
     snr_gamma: float = 0.0  # Min-SNR loss weighting (0 = uniform)
+    init_mode: str = "tokens"  # tokens (the init text's token vectors) | encoder (the text encoder's output for them)
+    vector_norm: str = "free"  # free | fixed (keep the init length, train the direction) | vocab (pull toward the
+    # vocabulary's mean length with norm_weight)
+    norm_weight: float = 0.01  # for vector_norm "vocab": the penalty's weight beside the denoising loss
     nan_lr_factor: float = 0.5  # after a NaN/inf step, roll back and multiply the learning rate by this
 
     def validate(self) -> None:
@@ -112,6 +117,9 @@ class TrainConfig:
             (not self.early_stop or self.validate_every,
              f"early_stop {self.early_stop} needs validate_every (e.g. 25): it counts validations without progress"),
             (0 <= self.early_stop_delta < 1, f"early_stop_delta {self.early_stop_delta} must be from 0 to 1"),
+            (self.init_mode in INIT_MODES, f"init_mode {self.init_mode!r} must be one of {', '.join(INIT_MODES)}"),
+            (self.vector_norm in NORM_MODES, f"vector_norm {self.vector_norm!r} must be one of {', '.join(NORM_MODES)}"),
+            (self.norm_weight >= 0, f"norm_weight {self.norm_weight} must be 0 or more"),
             (self.precision in PRECISIONS, f"precision {self.precision!r} must be one of {', '.join(PRECISIONS)}"),
         ]
         check_name(self.name)
@@ -138,6 +146,7 @@ class StepInfo:
     preview: torch.Tensor | None = None  # [B, H, W, C] in 0..1 when a preview was made at this step
     saved: str | None = None  # the embedding file written at this step
     val_loss: float | None = None  # the validation loss, at steps where one was measured
+    vectors: dict | None = None  # the vectors after this step (key -> [n, D] copy), e.g. to judge them mid-run
 
 
 @dataclass
@@ -166,25 +175,6 @@ def state_path_for(output: str | Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------------------
 # initial vectors
-
-
-def init_vectors(model, text: str, n: int, generator: torch.Generator) -> list:
-    """Per text encoder an [n, D] fp32 tensor: the init text's token vectors spread over n, or random."""
-    tokenizer = model.tokenizers[0]
-    ids = token_ids(tokenizer, text) if text.strip() else []
-    out = []
-    for encoder in model.text_encoders:
-        table = encoder.get_input_embeddings().weight.detach().float()
-        if not ids:
-            # random vectors with the vocabulary's typical per-coordinate scale
-            out.append(torch.randn(n, table.shape[1], generator=generator) * table.std())
-            continue
-        rows = table[ids]
-        if len(ids) >= n:  # split the tokens into n contiguous groups and average each
-            out.append(torch.stack([g.mean(0) for g in torch.tensor_split(rows, n)]))
-        else:  # fewer tokens than vectors: repeat them in order
-            out.append(rows[[i % len(ids) for i in range(n)]].clone())
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -292,7 +282,10 @@ class _Trainer:
                                            cache_generator, config.use_alpha, config.pad_fill)
         release_free_memory()  # the VAE encoder's activations
         self.params = [v.requires_grad_(True) for v in init_vectors(model, config.init_text, config.vectors,
-                                                                     torch.Generator().manual_seed(config.seed + 2))]
+                                                                     torch.Generator().manual_seed(config.seed + 2),
+                                                                     config.init_mode)]
+        self.lengths = [p.detach().norm(dim=1) for p in self.params]  # for vector_norm "fixed"
+        self.norm_targets = vocab_norm(model)  # for vector_norm "vocab"
         self.optimizer = torch.optim.AdamW(self.params, lr=self.schedule.at(0), weight_decay=config.weight_decay)
         self.step, self.lr_scale, self.nan_rollbacks, self.smoothed, self.losses = 0, 1.0, 0, None, []
         self.val_losses = []  # (step, validation loss)
@@ -311,9 +304,13 @@ class _Trainer:
 
     # -- pieces of one step ------------------------------------------------------------------------------
 
+    def _vectors(self) -> list:
+        """The vectors the prompts get (the parameters, rescaled when their length is fixed)."""
+        return effective(self.params, self.config.vector_norm, self.lengths)
+
     def _vector_dict(self) -> dict:
         keys = [k[0] for k in self.model.embedding_keys]
-        return {k: p.detach().clone() for k, p in zip(keys, self.params)}
+        return {k: p.detach().clone() for k, p in zip(keys, self._vectors())}
 
     def _prompt(self, caption: str) -> _PromptLayout:
         template = self.rng.choice(self.templates)
@@ -351,7 +348,7 @@ class _Trainer:
         else:
             target = noise
         with self._autocast():
-            hidden, pooled = _conditioning(model, layouts, self.params)
+            hidden, pooled = _conditioning(model, layouts, self._vectors())
             extra = {}
             if model.family == "sdxl":
                 extra["added_cond_kwargs"] = {
@@ -416,7 +413,10 @@ class _Trainer:
         total = 0.0
         for _ in range(self.config.grad_accum):
             loss = self._loss()
-            (loss * self.loss_scale / self.config.grad_accum).backward()
+            objective = loss
+            if self.config.vector_norm == "vocab":
+                objective = loss + self.config.norm_weight * norm_penalty(self.params, self.norm_targets)
+            (objective * self.loss_scale / self.config.grad_accum).backward()
             total += float(loss.detach()) / self.config.grad_accum
         if self.loss_scale != 1.0:
             for p in self.params:
@@ -504,13 +504,7 @@ class _Trainer:
         return loss
 
     def _plateaued(self) -> bool:
-        """config.early_stop validations in a row without beating the best before them by early_stop_delta."""
-        patience = self.config.early_stop
-        if not patience or len(self.val_losses) <= patience:
-            return False
-        losses = [loss for _, loss in self.val_losses]
-        best_before = min(losses[:-patience])
-        return min(losses[-patience:]) > best_before * (1 - self.config.early_stop_delta)
+        return plateaued([loss for _, loss in self.val_losses], self.config.early_stop, self.config.early_stop_delta)
 
     def run(self, on_step, should_stop) -> TrainResult:
         config, started = self.config, time.perf_counter()
@@ -552,7 +546,7 @@ class _Trainer:
                         vector_norms=[p.detach().norm(dim=1).tolist() for p in self.params],
                         elapsed=elapsed, eta=elapsed / done * (config.steps - self.step),
                         nan_rollbacks=self.nan_rollbacks, preview=preview, saved=str(saved) if saved else None,
-                        val_loss=val_loss,
+                        val_loss=val_loss, vectors=self._vector_dict(),
                     ))
                 if early:
                     logging.getLogger("ti_core").info(
@@ -570,6 +564,13 @@ class _Trainer:
             nan_rollbacks=self.nan_rollbacks, seconds=time.perf_counter() - started,
             val_losses=list(self.val_losses), early_stopped=early,
         )
+
+
+def plateaued(losses: list, patience: int, delta: float) -> bool:
+    """`patience` validations in a row without beating the best before them by the fraction `delta`."""
+    if not patience or len(losses) <= patience:
+        return False
+    return min(losses[-patience:]) > min(losses[:-patience]) * (1 - delta)
 
 
 def _clone_optimizer_state(optimizer) -> dict:

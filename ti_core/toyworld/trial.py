@@ -1,0 +1,110 @@
+"""One cell of the fidelity matrix: draw a concept's (or a style's) pictures, train a word on them with the demo's
+recipe, and judge the word at chosen steps, where early stop would have ended the run, and at the last step.
+
+A run with a constant learning rate passes through every shorter fixed-length run of the same seed (validation
+draws never touch the training draws), so one run to the step cap gives the fixed-length results at every
+snapshot step as well as the early-stop result: early stop is decided by the same rule as in training
+(`train.plateaued`), evaluated at each validation, and the vectors at that step are judged.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from . import render
+from .concept import Concept, draw_concept, draw_style
+
+STYLE_INIT = "pattern"  # the toy world's captions say "a red heart with a dotted pattern": the class word of a style
+
+
+@dataclass(frozen=True)
+class Cell:
+    kind: str  # "concept" (a shape/colour/pattern to reconstruct) | "style" (a pattern on any shape and colour)
+    what: str  # "green dotted heart" | "dotted"
+    pictures: int
+    seed: int  # of the pictures, the run and the sampling
+
+    def key(self) -> str:
+        return f"{self.kind}:{self.what}:{self.pictures}:{self.seed}"
+
+
+def matrix(pairs=None, patterns=render.PATTERNS, seeds=(0, 1, 2), pictures=(3, 5), styles=()) -> list:
+    """Every held-out shape/colour pair (or `pairs`) x pattern x seed x picture count, then the style cells."""
+    pairs = sorted(render.HELD_OUT) if pairs is None else pairs
+    cells = [Cell("concept", f"{c} {p} {s}", n, seed) for c, s in pairs for p in patterns for n in pictures
+             for seed in seeds]
+    return cells + [Cell("style", p, n, seed) for p in styles for n in pictures for seed in seeds]
+
+
+def _draw(cell: Cell, folder: Path):
+    if cell.kind == "concept":
+        return draw_concept(folder, Concept.parse(cell.what), count=cell.pictures, seed=cell.seed), None
+    return draw_style(folder, cell.what, count=cell.pictures, seed=cell.seed)
+
+
+def _measure(model, judge, cell: Cell, word: str, seen, config, embeddings=()) -> dict:
+    from .scoring import measure_concept, measure_style
+
+    sampling = dict(cfg=config.cfg, steps=config.sample_steps, seed=cell.seed)
+    if cell.kind == "concept":
+        scores = measure_concept(model, judge, word, Concept.parse(cell.what), config.samples, embeddings, **sampling)
+    else:
+        scores = measure_style(model, judge, word, cell.what, seen, config.samples, embeddings, **sampling)
+    return {"reconstruction": scores["reconstruction"], "editability": scores["editability"]}
+
+
+def init_word(cell: Cell, config) -> str:
+    if config.init_text:
+        return config.init_text
+    return Concept.parse(cell.what).shape if cell.kind == "concept" else STYLE_INIT
+
+
+def baseline(model, judge, cell: Cell, config) -> dict:
+    """The init word's own scores on the cell's prompts (what the word must beat)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _, seen = _draw(cell, Path(tmp))
+    return _measure(model, judge, cell, init_word(cell, config), seen, config)
+
+
+def run_cell(model, judge, cell: Cell, config, at=(), **overrides) -> dict:
+    """Train `cell` with the demo recipe `config` (a DemoConfig; `overrides` replace TrainConfig fields) up to
+    config.steps without stopping, and judge the vectors at the steps in `at`, at the early-stop step (if the
+    rule fires) and at the end. Returns a JSON-able record."""
+    from ..demo import training_config
+    from ..embeddings import Embedding
+    from ..train import plateaued, train
+
+    name = "w"
+    config = replace(config, concept=Concept.parse(cell.what) if cell.kind == "concept" else config.concept,
+                     name=name, init_text=init_word(cell, config), pictures=cell.pictures, seed=cell.seed)
+    train_config = training_config(config, None, early_stop=0, save_every=0, preview_every=0, **overrides)
+    snapshots, val, early = {}, [], {}
+
+    def on_step(info):
+        if info.val_loss is not None:
+            val.append(info.val_loss)
+            if not early and plateaued(val, config.early_stop, train_config.early_stop_delta):
+                early.update(step=info.step, seconds=round(info.elapsed, 2))
+                snapshots[info.step] = info.vectors
+        if info.step in at or info.step == train_config.steps:
+            snapshots[info.step] = info.vectors
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, seen = _draw(cell, Path(tmp) / "pictures")
+        result = train(model, folder, train_config, on_step=on_step)
+    seconds = time.perf_counter() - started
+    points = {step: _measure(model, judge, cell, f"embedding:{name}", seen, config, [Embedding(name, vectors)])
+              for step, vectors in sorted(snapshots.items())}
+    if early:
+        early.update(points[early["step"]])
+    record = {
+        "cell": asdict(cell), "overrides": overrides, "steps": result.steps_done, "seconds": round(seconds, 1),
+        "seconds_per_step": round(result.seconds / max(1, result.steps_done), 4),
+        "val_losses": [[s, round(v, 6)] for s, v in result.val_losses],
+        "points": {str(s): v for s, v in points.items()}, "early_stop": early or None,
+    }
+    return record
