@@ -10,7 +10,6 @@ CATEGORY = "textual_inversion"
 DEMO_MODEL = "demo: tiny-sd1 (random weights)"
 DIFFUSERS_PREFIX = "[diffusers] "
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
-DTYPES = ("fp32", "fp16", "bf16")
 
 
 def model_choices() -> list[str]:
@@ -61,13 +60,15 @@ class TILoadModel:
 
     @classmethod
     def INPUT_TYPES(cls):
+        from ..ti_core.models import DTYPES
+
         return {"required": {
             "model_name": (model_choices(), {"tooltip": "The built-in toy-world model (32 px shapes; ships with "
                                                         "the pack), the random-weight demo model (draws noise), a "
                                                         "checkpoint file or a diffusers folder. Family and "
                                                         "prediction type are read from the weights."}),
-            "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "Weights' precision. fp16/bf16 halve memory; "
-                                                                    "trained vectors always stay fp32."}),
+            "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "The dtype the weights are loaded in. fp16/bf16 "
+                                                                    "halve memory; trained vectors always stay fp32."}),
         }}
 
     def load(self, model_name, dtype):

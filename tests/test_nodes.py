@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from test_nodes_support import InterruptProcessingException, link_demo_model, load_pack, pack_module
+from conftest import ROOT, InterruptProcessingException, link_demo_model, load_pack, pack_module
 from ti_core.toyworld.model import BUILTIN_NAME
 
 COMFY_MODULES = ("folder_paths", "comfy", "comfy.utils", "comfy.model_management", "server")
@@ -26,8 +26,15 @@ def absent(tmp_path, monkeypatch, model_dir):
 
 
 def call(cls, **inputs):
+    """Run a node as ComfyUI does, and check that it returns what ComfyUI accepts: a tuple with one value per
+    RETURN_TYPES entry, or a dict with such a "result" tuple and/or (output nodes) a "ui" dict."""
     out = getattr(cls(), cls.FUNCTION)(**inputs)
-    return out if isinstance(out, tuple) else out
+    if isinstance(out, dict):
+        assert set(out) <= {"ui", "result"} and ("result" in out or getattr(cls, "OUTPUT_NODE", False)), out.keys()
+    values = out.get("result", ()) if isinstance(out, dict) else out
+    expected = len(cls.RETURN_TYPES) if not isinstance(out, dict) or "result" in out else 0
+    assert isinstance(values, tuple) and len(values) == expected, (cls.__name__, type(values), expected)
+    return out
 
 
 def result(out):
@@ -44,7 +51,9 @@ def demo_model(nodes):
 
 def test_registry_every_node_is_documented(nodes):
     pack = load_pack()
-    assert pack.WEB_DIRECTORY == "./js"
+    # ComfyUI serves every .js under WEB_DIRECTORY, resolved against the pack's folder
+    served = {p.name for p in (ROOT / pack.WEB_DIRECTORY).glob("*.js")}
+    assert {"training_monitor.js", "embedding_info.js", "node_notes.js"} <= served
     assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(nodes)
     assert len(nodes) == 8
     for node_id, cls in nodes.items():
@@ -75,7 +84,7 @@ def test_pack_imports_without_torch_heavy_modules_or_comfyui():
 # ------------------------------------------------------------------------------------------ adapter
 
 
-def test_adapter_fallbacks_without_comfyui(absent):
+def test_adapter_fallbacks_without_comfyui(absent, monkeypatch):
     comfy = pack_module("nodes.comfy_adapter")
     assert comfy.folder_paths_for("embeddings") == [absent / "models" / "embeddings"]
     assert comfy.input_directory() == absent / "input"
@@ -86,7 +95,14 @@ def test_adapter_fallbacks_without_comfyui(absent):
     assert not progress.should_stop()
     progress.finish()
     assert comfy.prompt_server() is None
-    assert comfy.torch_device().type in ("cpu", "cuda")
+    # without ComfyUI, the best device there is: CUDA, then MPS, then the CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert comfy.torch_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert comfy.torch_device() == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert comfy.torch_device() == torch.device("cuda")
     assert comfy.make_room(torch.device("cuda")) is False  # no ComfyUI models to move
     comfy.send_event("progress", {"step": 1})  # no-op
     (absent / "models" / "checkpoints" / "sub").mkdir(parents=True)

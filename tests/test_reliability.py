@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from test_nodes_support import InterruptProcessingException
-from test_train import _images
+from conftest import InterruptProcessingException
+from conftest import disc_images as _images
 
 from ti_core.cli import main
 from ti_core.embeddings import Embedding, check_name, load_embedding, save_embedding
@@ -39,12 +39,12 @@ def _one_line_error(capsys, code, *needles):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--steps", "0"], "steps 0 must be at least 1"),
+    (["--steps", "0"], "steps 0 must be 1 to"),
     (["--vectors", "0"], "vectors 0 must be 1 to 75"),
     (["--vectors", "76"], "vectors 76 must be 1 to 75"),
     (["--resolution", "100"], "resolution 100 must be a positive multiple of 8"),
     (["--lr", "5e-3:100, 1e-3:oops"], "piece 2"),
-    (["--batch", "0"], "batch_size 0 must be at least 1"),
+    (["--batch", "0"], "batch_size 0 must be 1 to"),
     (["--name", "COM1"], "reserved device name"),
     (["--name", "../up"], "path separator"),
     (["--resume", "/nonexistent/x.state.safetensors"], "no such resume state"),
@@ -244,7 +244,7 @@ def test_comfyui_cancel_before_the_first_step_saves_step_0_and_resume_works(node
     ({"name": "CON"}, "EmbeddingError", "reserved device name"),
     ({"name": "a/b"}, "EmbeddingError", "path separator"),
     ({"name": "../up"}, "EmbeddingError", "path separator"),
-    ({"steps": 0}, "SettingError", "steps 0 must be at least 1"),
+    ({"steps": 0}, "SettingError", "steps 0 must be 1 to"),
     ({"vectors": 76}, "SettingError", "vectors 76 must be 1 to 75"),
     ({"resolution": 100}, "SettingError", "resolution 100 must be a positive multiple of 8"),
     ({"learning_rate": "1e-2:10, x"}, "SettingError", "piece 2"),

@@ -11,20 +11,9 @@ from PIL import Image, ImageDraw
 
 from ti_core.embeddings import load_embedding
 from ti_core.errors import SettingError
-from ti_core.train import LossProbe, TrainConfig, init_vectors, state_path_for, train
+from conftest import disc_images as _images, loss_probe
 
-
-def _images(folder, count=3, seed=0):
-    """Non-square pictures of a red disc on blue, saved as PNGs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    for i in range(count):
-        w, h = rng.choice([(96, 64), (64, 96), (80, 72)])
-        image = Image.new("RGB", (w, h), (30, 40, 200))
-        x, y, r = rng.randint(20, w - 20), rng.randint(20, h - 20), rng.randint(8, 18)
-        ImageDraw.Draw(image).ellipse([x - r, y - r, x + r, y + r], fill=(220, 40, 30))
-        image.save(folder / f"img{i}.png")
-    return folder
+from ti_core.train import TrainConfig, init_vectors, state_path_for, train
 
 
 def _weights(model) -> dict:
@@ -108,7 +97,7 @@ def test_nan_loss_rolls_back_and_lowers_the_learning_rate(tmp_path, loaded, monk
 
     monkeypatch.setattr(type(model.unet), "forward", flaky)
     seen = []
-    result = train(model, _images(tmp_path / "img"), TrainConfig(name="disc", steps=5, learning_rate="1e-2"),
+    result = train(model, _images(tmp_path / "img"), TrainConfig(name="disc", steps=5, learning_rate="1e-2", validate_every=0),
                    on_step=seen.append)
     assert [math.isnan(s.loss) for s in seen] == [False, False, True, False, False]
     assert seen[2].nan_rollbacks == 1 and result.nan_rollbacks == 1
@@ -130,7 +119,7 @@ def test_sdxl_trains_both_vectors_with_micro_conditioning(tmp_path, loaded, monk
     monkeypatch.setattr(type(model.unet), "forward", spy)
     images = _images(tmp_path / "img", count=1)
     width, height = Image.open(images / "img0.png").size
-    result = train(model, images, TrainConfig(name="disc", steps=3, init_text="red", crop="random"))
+    result = train(model, images, TrainConfig(name="disc", steps=3, init_text="red", crop="random", validate_every=0))
     start = init_vectors(model, "red", 1, torch.Generator())
     vectors = result.embedding.vectors
     assert set(vectors) == {"clip_l", "clip_g"} and vectors["clip_g"].shape == (1, 64)
@@ -189,12 +178,12 @@ def test_existing_output_is_never_overwritten(tmp_path, loaded):
     assert out.read_bytes() == b"precious"
 
 
-def test_loss_probe_is_deterministic(tmp_path, loaded):
+def test_the_validation_loss_is_a_function_of_the_vectors(tmp_path, loaded):
     model = loaded("tiny-sd1")
-    probe = LossProbe(model, _images(tmp_path / "img"), TrainConfig(name="x", crop="center"), samples=4)
+    probe = loss_probe(model, _images(tmp_path / "img"), TrainConfig(name="x", crop="center"), samples=4, seed=0)
     v = init_vectors(model, "red", 1, torch.Generator())
-    assert probe.loss(v) == probe.loss(v)
-    assert probe.loss(v) != probe.loss([v[0] * 3])
+    assert probe(v) == probe(v)
+    assert probe(v) != probe([v[0] * 3])
 
 
 def test_gradient_checkpointing_gives_the_same_vectors(tmp_path, loaded):
@@ -278,7 +267,7 @@ def test_fp16_overflow_halves_the_loss_scale_without_rollback(tmp_path, model_di
 
     monkeypatch.setattr(type(model.unet), "forward", overflowing)
     seen = []
-    result = train(model, _images(tmp_path / "img"), TrainConfig(name="d", steps=3), on_step=seen.append)
+    result = train(model, _images(tmp_path / "img"), TrainConfig(name="d", steps=3, validate_every=0), on_step=seen.append)
     assert math.isnan(seen[1].loss) and result.nan_rollbacks == 0
     assert seen[2].lr == pytest.approx(5e-3)  # the learning rate is not lowered for an overflow
     assert torch.isfinite(result.embedding.vectors["emb_params"]).all()
@@ -314,12 +303,12 @@ def test_precision_autocasts_an_fp32_model_and_refuses_to_upcast(tmp_path, loade
 
     monkeypatch.setattr(type(model.unet), "forward", spy)
     images = _images(tmp_path / "img")
-    result = train(model, images, TrainConfig(name="d", steps=2, precision="bf16"))
+    result = train(model, images, TrainConfig(name="d", steps=2, precision="bf16", validate_every=0))
     assert seen == [torch.bfloat16, torch.bfloat16]
     assert result.embedding.vectors["emb_params"].dtype == torch.float32
     assert {p.dtype for p in model.unet.parameters()} == {torch.float32}  # the caller's model is not cast
     seen.clear()
-    train(model, images, TrainConfig(name="d", steps=1, precision="fp32"))
+    train(model, images, TrainConfig(name="d", steps=1, precision="fp32", validate_every=0))
     assert seen == [None]
     half = load_model(model_dir("tiny-sd1"), dtype="bf16")
     with pytest.raises(SettingError, match="precision fp32 needs the model loaded in fp32 \\(it is bfloat16\\)"):

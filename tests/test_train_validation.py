@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train import _images
+from conftest import disc_images as _images
 
 from ti_core.errors import SettingError
 from ti_core.train import TrainConfig, train
@@ -64,7 +64,7 @@ def test_resume_continues_the_validation_history(tmp_path, loaded):
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(early_stop=3), "early_stop 3 needs validate_every"),
+    (dict(early_stop=3, validate_every=0), "early_stop 3 needs validate_every"),
     (dict(validate_every=-1), "validate_every -1 must be 0"),
     (dict(validate_every=5, validation_samples=0), "validation_samples 0 must be at least 1"),
     (dict(validate_every=5, early_stop=2, early_stop_delta=1.5), "early_stop_delta 1.5"),
