@@ -66,7 +66,8 @@ class TILoadImages:
     def INPUT_TYPES(cls):
         return {"required": {
             "folder": ("STRING", {"default": DEMO_IMAGES, "tooltip": "A folder in ComfyUI's input directory (its "
-                                  f"name, or its absolute path). '{DEMO_IMAGES}' is drawn for you (4 pictures of a purple "
+                                  f"name, or its absolute path). '{DEMO_IMAGES}' is drawn for you (4 pictures of a "
+                                  "purple "
                                   "striped star, each captioned with its background)."}),
             "preview_size": ("INT", {"default": 256, "min": 64, "max": 2048, "step": 8,
                                      "tooltip": "Side of the square preview images (the training size is set on "
@@ -82,7 +83,6 @@ class TILoadImages:
 
     def load(self, folder, preview_size):
         from ..ti_core.data import load_images, square_crop
-
         from .convert import pil_to_image
 
         images, notes = load_images(images_folder(folder))
@@ -135,7 +135,6 @@ class TISquareCrop:
         import random
 
         from ..ti_core.data import square_crop
-
         from .convert import image_to_pil, pil_to_image
 
         rng = random.Random(seed)

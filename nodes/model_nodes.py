@@ -39,7 +39,10 @@ def model_path(name: str):
         return builtin_model_path()  # shipped in the pack; a clear error if a checkout lacks it
     if name == DEMO_MODEL:
         return demo_model_path()
-    kind, rel = ("diffusers", name[len(DIFFUSERS_PREFIX):]) if name.startswith(DIFFUSERS_PREFIX) else ("checkpoints", name)
+    if name.startswith(DIFFUSERS_PREFIX):
+        kind, rel = "diffusers", name[len(DIFFUSERS_PREFIX):]
+    else:
+        kind, rel = "checkpoints", name
     path = comfy.find_file(kind, rel)
     if path is None:
         raise SettingError(f"model {name!r} is not in models/{kind}; pick one from the list (press R to refresh it).")
@@ -67,8 +70,9 @@ class TILoadModel:
                                                         "the pack), the random-weight demo model (draws noise), a "
                                                         "checkpoint file or a diffusers folder. Family and "
                                                         "prediction type are read from the weights."}),
-            "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "The dtype the weights are loaded in. fp16/bf16 "
-                                                                    "halve memory; trained vectors always stay fp32."}),
+            "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "The dtype the weights are loaded in. "
+                                                                    "fp16/bf16 halve memory; trained vectors always "
+                                                                    "stay fp32."}),
         }}
 
     def load(self, model_name, dtype):

@@ -27,7 +27,6 @@ def state_output(name: str):
 def template_spec(template: str) -> str:
     """A built-in template list by name, or a template file inside ComfyUI's input folder (never elsewhere)."""
     from ..ti_core.templates import BUILTIN
-
     from .safe_paths import relative_inside, resolve_inside
 
     if template.strip().lower() in BUILTIN:
@@ -68,7 +67,6 @@ class StepReporter:
 
     def __call__(self, info) -> None:
         from ..ti_core.sample import to_pil
-
         from . import status
 
         self.smoothed.append(info.smoothed_loss)
@@ -87,7 +85,6 @@ def training_images(images, image_batch) -> list:
     """TI_IMAGES (full size, with captions) plus the pictures of an IMAGE batch (copied out of its tensor)."""
     from ..ti_core.data import SourceImage
     from ..ti_core.errors import ImageSetError
-
     from .convert import image_to_pil
 
     pictures = list(images or [])
@@ -166,7 +163,6 @@ class TITrainEmbedding:
     def train(self, model, name, resume, images=None, image_batch=None, unique_id=None, **inputs):
         from ..ti_core.embeddings import check_name
         from ..ti_core.train import TrainConfig, train
-
         from . import status
         from .convert import pil_to_image
         from .loss_chart import draw_loss_chart

@@ -75,7 +75,8 @@ def random_embedding(model, name: str, n: int = 2, seed: int = 0):
     from ti_core.embeddings import Embedding
 
     g = torch.Generator().manual_seed(seed)
-    vectors = {keys[0]: torch.randn(n, width, generator=g) for keys, width in zip(model.embedding_keys, model.embedding_widths)}
+    vectors = {keys[0]: torch.randn(n, width, generator=g)
+               for keys, width in zip(model.embedding_keys, model.embedding_widths)}
     return Embedding(name, vectors)
 
 
@@ -176,7 +177,9 @@ class FakeComfy:
 
         def get_filename_list(kind):
             root = base / "models" / kind
-            return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
+            if not root.exists():
+                return []
+            return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
         folder_paths.get_folder_paths = get_folder_paths
         folder_paths.get_filename_list = get_filename_list

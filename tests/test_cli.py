@@ -1,4 +1,5 @@
-"""The command line: make-model, sample, inspect (demo: test_toyworld_demo.py); user mistakes print one line and exit 2."""
+"""The command line: make-model, sample, inspect (demo: test_toyworld_demo.py); user mistakes print one line and
+exit 2."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import random_embedding
 
+from conftest import random_embedding
 from ti_core.cli import main
 from ti_core.embeddings import save_embedding
 

@@ -8,10 +8,10 @@ import os
 
 import pytest
 import torch
-from conftest import random_embedding
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from conftest import random_embedding
 from ti_core.embeddings import METADATA_KEYS, Embedding, load_embedding, save_embedding
 from ti_core.errors import EmbeddingError, EmbeddingWidthError
 from ti_core.prompt import encode_prompt

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 def wheel(tmp_path_factory):
     """The wheel `pip wheel .` builds from the committed files (offline: no build isolation, no dependencies)."""
     source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
-    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
     for name in filter(None, tracked.split("\0")):
         if (ROOT / name).is_file():  # a deleted, not yet committed file is still listed
             (source / name).parent.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 import torch
-from conftest import TINY
 
+from conftest import TINY
 from ti_core import archs
 from ti_core.errors import ModelLoadError, SettingError, UnsafeFileError
 from ti_core.models import load_model, load_tokenizer

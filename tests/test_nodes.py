@@ -74,7 +74,8 @@ def test_pack_imports_without_torch_heavy_modules_or_comfyui():
     import subprocess
 
     code = ("import sys, importlib.util; from pathlib import Path; root = Path('.').resolve();"
-            "spec = importlib.util.spec_from_file_location('p', root / '__init__.py', submodule_search_locations=[str(root)]);"
+            "spec = importlib.util.spec_from_file_location('p', root / '__init__.py', "
+            "submodule_search_locations=[str(root)]);"
             "m = importlib.util.module_from_spec(spec); sys.modules['p'] = m; spec.loader.exec_module(m);"
             "print(len(m.NODE_CLASS_MAPPINGS), 'diffusers' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -222,7 +223,8 @@ def test_load_images_demo_folder_changes_and_errors(absent, nodes):
     assert all(img.size[0] != img.size[1] for img in images)  # sizes kept: the demo pictures are not square
     assert captions.splitlines() == [f"on a {b} background" for b in ("white", "blue", "black", "red")]
     assert out["ui"]["text"] == ["4 picture(s), 4 with a caption:\n" + "\n".join(
-        f"  purple-striped-star_{i}.png  {w}x{h}" for i, (w, h) in enumerate([(44, 32), (32, 40), (48, 32), (32, 44)]))]
+        f"  purple-striped-star_{i}.png  {w}x{h}"
+        for i, (w, h) in enumerate([(44, 32), (32, 40), (48, 32), (32, 44)]))]
     before = load.IS_CHANGED(folder="ti-demo-images", preview_size=64)
     assert before == load.IS_CHANGED(folder="ti-demo-images", preview_size=64)
     (absent / "input" / "ti-demo-images" / "purple-striped-star_0.txt").write_text("changed")
@@ -277,7 +279,8 @@ def test_load_images_replaces_only_the_old_demo_pictures(absent, nodes):
 @pytest.mark.parametrize("mode", ["center", "random", "pad", "focus"])
 def test_square_crop_modes(absent, nodes, mode):
     image = torch.rand(2, 40, 60, 3)
-    out = call(nodes["TISquareCrop"], image=image, size=32, mode=mode, focus_x=0.9, focus_y=0.5, fill="edge", seed=1)[0]
+    out = call(nodes["TISquareCrop"], image=image, size=32, mode=mode, focus_x=0.9, focus_y=0.5, fill="edge",
+               seed=1)[0]
     assert out.shape == (2, 32, 32, 3)
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+
 from conftest import InterruptProcessingException
 from conftest import disc_images as _images
-
 from ti_core.cli import main
 from ti_core.embeddings import Embedding, check_name, load_embedding, save_embedding
 from ti_core.errors import EmbeddingError, ModelLoadError, SaveError, SettingError, TIError
@@ -119,7 +119,8 @@ def test_diffusers_folder_without_unet_weights_names_the_folder(tmp_path, model_
 
 @pytest.mark.parametrize("damage, message", [
     (lambda d: (d / "unet" / "model.safetensors.index.json").write_text("{}"), "unet/model.safetensors.index.json"),
-    (lambda d: (d / "unet" / "model.safetensors.index.json").write_text("not json"), "unet/model.safetensors.index.json"),
+    (lambda d: (d / "unet" / "model.safetensors.index.json").write_text("not json"),
+     "unet/model.safetensors.index.json"),
     (lambda d: (d / "unet" / "config.json").write_text('{"in_channels": "x"}'), "cannot build"),
     (lambda d: (d / "vae" / "config.json").write_text("[1, 2]"), "vae/config.json: a config is a JSON object"),
     (lambda d: (d / "vae" / "config.json").unlink(), "vae/config.json: missing"),
@@ -141,7 +142,8 @@ def test_diffusers_folder_with_broken_parts_is_a_model_error(damage, message, tm
 @pytest.mark.parametrize("vectors, message", [
     ({"emb_params": torch.ones(0, 768)}, r"shape \(0, 768\); expected \[n, width\], n >= 1"),
     ({"emb_params": torch.ones(1, 768).fill_(float("inf"))}, "NaN or infinite"),
-    ({"clip_l": torch.ones(1, 768), "clip_g": torch.full((1, 1280), float("-inf"))}, "clip_g contains NaN or infinite"),
+    ({"clip_l": torch.ones(1, 768), "clip_g": torch.full((1, 1280), float("-inf"))},
+     "clip_g contains NaN or infinite"),
     ({}, "holds no vectors|unknown embedding layout|empty"),
 ])
 def test_empty_and_non_finite_embeddings_are_refused_on_load_naming_the_file(vectors, message, tmp_path):

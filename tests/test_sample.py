@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, random_embedding
 
+from conftest import TINY, random_embedding
 from ti_core.errors import SettingError
 from ti_core.prompt import encode_pair
 from ti_core.sample import SAMPLERS, sample, to_pil

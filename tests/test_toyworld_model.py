@@ -47,7 +47,8 @@ def test_a_caption_without_a_background_gives_the_default_white_one(model):
 def test_held_out_pairs_never_reach_base_training():
     scenes = make_scenes(4000, random.Random(0), default_share=0.15)
     assert not any(s.held_out for s in scenes)
-    assert {(s.colour, s.shape) for s in scenes} == {(c, s) for c in render.COLOURS for s in render.SHAPES} - render.HELD_OUT
+    every = {(c, s) for c in render.COLOURS for s in render.SHAPES}
+    assert {(s.colour, s.shape) for s in scenes} == every - render.HELD_OUT
 
 
 def test_training_script_is_deterministic_and_writes_a_loadable_model(tmp_path):

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from conftest import disc_images as _images
+from conftest import loss_probe
 from ti_core.embeddings import load_embedding
 from ti_core.errors import SettingError
-from conftest import disc_images as _images, loss_probe
-
 from ti_core.train import TrainConfig, init_vectors, state_path_for, train
 
 
@@ -25,7 +24,8 @@ def test_only_the_new_vectors_change(tmp_path, loaded):
     model = loaded("tiny-sd1")
     before = _weights(model)
     tokenizer_size = len(model.tokenizers[0])
-    result = train(model, _images(tmp_path / "img"), TrainConfig(name="disc", steps=4, init_text="red ball", vectors=2))
+    result = train(model, _images(tmp_path / "img"),
+                   TrainConfig(name="disc", steps=4, init_text="red ball", vectors=2))
     after = _weights(model)
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -52,7 +52,8 @@ def test_init_text_is_spread_over_the_vectors(loaded):
 def test_same_seed_same_vectors_and_resume_is_bit_exact(tmp_path, loaded):
     model = loaded("tiny-sd2")  # v-prediction
     images = _images(tmp_path / "img")
-    common = dict(name="disc", vectors=2, learning_rate="1e-2:3, 5e-3", batch_size=2, crop="random", latents="resample")
+    common = dict(name="disc", vectors=2, learning_rate="1e-2:3, 5e-3", batch_size=2, crop="random",
+                  latents="resample")
     full = train(model, images, TrainConfig(steps=6, output=str(tmp_path / "full.safetensors"), **common))
     again = train(model, images, TrainConfig(steps=6, **common))
     assert torch.equal(full.embedding.vectors["emb_params"], again.embedding.vectors["emb_params"])
@@ -97,7 +98,8 @@ def test_nan_loss_rolls_back_and_lowers_the_learning_rate(tmp_path, loaded, monk
 
     monkeypatch.setattr(type(model.unet), "forward", flaky)
     seen = []
-    result = train(model, _images(tmp_path / "img"), TrainConfig(name="disc", steps=5, learning_rate="1e-2", validate_every=0),
+    config = TrainConfig(name="disc", steps=5, learning_rate="1e-2", validate_every=0)
+    result = train(model, _images(tmp_path / "img"), config,
                    on_step=seen.append)
     assert [math.isnan(s.loss) for s in seen] == [False, False, True, False, False]
     assert seen[2].nan_rollbacks == 1 and result.nan_rollbacks == 1
@@ -153,7 +155,8 @@ def test_pad_crop_alpha_weight_and_templates_run(tmp_path, loaded):
     (folder / "cut.txt").write_text("a red disc cut out")
     template = tmp_path / "t.txt"
     template.write_text("a picture of [name], [filewords]\n")
-    result = train(model, folder, TrainConfig(name="disc", steps=2, crop="pad", use_alpha=True, template=str(template)))
+    config = TrainConfig(name="disc", steps=2, crop="pad", use_alpha=True, template=str(template))
+    result = train(model, folder, config)
     assert result.steps_done == 2 and all(math.isfinite(x) for x in result.losses)
 
 
@@ -191,7 +194,8 @@ def test_gradient_checkpointing_gives_the_same_vectors(tmp_path, loaded):
     images = _images(tmp_path / "img")
     plain = train(model, images, TrainConfig(name="d", steps=3, crop="center"))
     checkpointed = train(model, images, TrainConfig(name="d", steps=3, crop="center", gradient_checkpointing=True))
-    assert torch.allclose(plain.embedding.vectors["emb_params"], checkpointed.embedding.vectors["emb_params"], atol=1e-6)
+    assert torch.allclose(plain.embedding.vectors["emb_params"], checkpointed.embedding.vectors["emb_params"],
+                          atol=1e-6)
     assert not model.unet.is_gradient_checkpointing  # switched back off for the caller
 
 
@@ -267,7 +271,8 @@ def test_fp16_overflow_halves_the_loss_scale_without_rollback(tmp_path, model_di
 
     monkeypatch.setattr(type(model.unet), "forward", overflowing)
     seen = []
-    result = train(model, _images(tmp_path / "img"), TrainConfig(name="d", steps=3, validate_every=0), on_step=seen.append)
+    result = train(model, _images(tmp_path / "img"), TrainConfig(name="d", steps=3, validate_every=0),
+                   on_step=seen.append)
     assert math.isnan(seen[1].loss) and result.nan_rollbacks == 0
     assert seen[2].lr == pytest.approx(5e-3)  # the learning rate is not lowered for an overflow
     assert torch.isfinite(result.embedding.vectors["emb_params"]).all()

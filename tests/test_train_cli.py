@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from conftest import disc_images as _images
-
 from ti_core.cli import main
 from ti_core.embeddings import load_embedding
 

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from conftest import ROOT, pack_module
-
 from ti_core.cli import build_parser
 from ti_core.errors import SettingError
 from ti_core.train_config import TrainConfig, cli_flag, config_from_args, node_input, options

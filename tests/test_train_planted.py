@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import torch
 
+from conftest import loss_probe
 from ti_core.data import SourceImage
 from ti_core.embeddings import Embedding
 from ti_core.prompt import encode_pair, token_ids
 from ti_core.sample import sample, to_pil
 from ti_core.toyworld.model import load_toy_model
-from conftest import loss_probe
-
 from ti_core.train import TrainConfig, init_vectors, train
 
 

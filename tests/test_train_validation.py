@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import disc_images as _images
 
+from conftest import disc_images as _images
 from ti_core.errors import SettingError
 from ti_core.train import TrainConfig, train
 from ti_core.train_state import load_state

@@ -55,7 +55,8 @@ def cmd_sample(args) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise SettingError(f"cannot create the folder {out} ({e.strerror or e}); choose one you can write to.") from None
+        raise SettingError(f"cannot create the folder {out} ({e.strerror or e}); "
+                           "choose one you can write to.") from None
     positive, negative = encode_pair(model, args.prompt, args.negative, embeddings)
     images = sample(
         model, positive, negative, sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed,
@@ -177,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo, delta = DemoConfig(), TrainConfig.early_stop_delta
     p.add_argument("--steps", type=int, help=f"training steps (default {demo.steps})")
     p.add_argument("--early-stop", type=int, metavar="N",
-                   help=f"stop after N validations (every {demo.validate_every} steps) without a {delta * 100:.1f}%% lower "
-                        f"loss (default {demo.early_stop}; 0 = all steps)")
+                   help=f"stop after N validations (every {demo.validate_every} steps) without a "
+                        f"{delta * 100:.1f}%% lower loss (default {demo.early_stop}; 0 = all steps)")
     p.add_argument("--samples", type=int,
                    help=f"pictures per measure, for the word and the baseline (default {demo.samples})")
     p.set_defaults(run=cmd_demo)

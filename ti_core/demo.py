@@ -100,7 +100,8 @@ def run_demo(out: Path, log: Callable[[str], None] = print, config: DemoConfig =
 
     images = draw_concept(out / "images", config.concept, count=4, seed=config.seed)
     target = free_path(out / "embeddings" / f"{config.name}.safetensors")
-    log(f"training {config.name!r} on 4 pictures in {images} for up to {config.steps} steps (init {config.init_text!r})")
+    log(f"training {config.name!r} on 4 pictures in {images} for up to {config.steps} steps "
+        f"(init {config.init_text!r})")
     train_config = TrainConfig(
         name=config.name, init_text=config.init_text, steps=config.steps, learning_rate=config.learning_rate,
         batch_size=config.batch_size, crop="center", template="captions", save_every=100,

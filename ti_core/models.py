@@ -251,7 +251,8 @@ def _read_config(folder: Path, name: str = "config.json") -> dict:
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{folder / name}: missing or unreadable config ({e}).") from None
     if not isinstance(config, dict):
-        raise ModelLoadError(f"{folder / name}: a config is a JSON object, but this file holds a {type(config).__name__}.")
+        raise ModelLoadError(f"{folder / name}: a config is a JSON object, "
+                             f"but this file holds a {type(config).__name__}.")
     return config
 
 

@@ -105,7 +105,8 @@ class TrainResult:
     def report(self) -> dict:
         """The outcome as JSON-ready data, for a front end (never parsed back from text)."""
         return {"name": self.embedding.name, "outcome": self.outcome, "label": OUTCOMES[self.outcome],
-                "step": self.steps_done, "steps": self.steps, "first_step": self.first_step, "path": self.path, "state_path": self.state_path,
+                "step": self.steps_done, "steps": self.steps, "first_step": self.first_step, "path": self.path,
+                "state_path": self.state_path,
                 "nan_rollbacks": self.nan_rollbacks, "best_step": self.best_step, "seconds": round(self.seconds, 1)}
 
     def summary(self) -> str:
@@ -185,7 +186,8 @@ def check_output(output: Path, resuming: bool) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise SettingError(f"cannot write to {folder} ({e.strerror or e}); choose a folder you can write to.") from None
+        raise SettingError(f"cannot write to {folder} ({e.strerror or e}); "
+                           "choose a folder you can write to.") from None
 
 
 def _as_images(images) -> list:
@@ -223,7 +225,8 @@ def _callbacks(config: TrainConfig, resolution: int, on_step) -> list:
 class Trainer:
     def __init__(self, model, images, config: TrainConfig, output: Path | None):
         self.model, self.config, self.output = model, config, output
-        self.state_path = Path(config.state_path) if config.state_path else (state_path_for(output) if output else None)
+        beside = state_path_for(output) if output else None
+        self.state_path = Path(config.state_path) if config.state_path else beside
         self.resolution = config.resolution or model.resolution
         self.rng = Rng.seeded(config.seed)  # the training draws
         self.params = [v.requires_grad_(True) for v in init_vectors(model, config.init_text, config.vectors,

@@ -12,7 +12,8 @@ import torch
 class GuardedStep:
     def __init__(self, params: list, schedule, config, fp16: bool):
         self.params, self.schedule = params, schedule
-        self.grad_accum, self.max_grad_norm, self.nan_lr_factor = config.grad_accum, config.max_grad_norm, config.nan_lr_factor
+        self.grad_accum, self.max_grad_norm = config.grad_accum, config.max_grad_norm
+        self.nan_lr_factor = config.nan_lr_factor
         self.optimizer = torch.optim.AdamW(params, lr=schedule.at(0), weight_decay=config.weight_decay)
         self.lr_scale, self.nan_rollbacks = 1.0, 0
         # fp16 activations can underflow small gradients to zero; scale the loss up (and the gradients back
@@ -70,6 +71,7 @@ class GuardedStep:
 
 def _clone_optimizer_state(state: dict) -> dict:
     return {
-        "state": {k: {n: (v.clone() if torch.is_tensor(v) else v) for n, v in s.items()} for k, s in state["state"].items()},
+        "state": {k: {n: (v.clone() if torch.is_tensor(v) else v) for n, v in s.items()}
+                  for k, s in state["state"].items()},
         "param_groups": [dict(g) for g in state["param_groups"]],
     }
