@@ -95,9 +95,11 @@ def nodes():
 
 
 @pytest.fixture
-def node_setup(nodes, fake):
-    """(the random tiny demo model, the demo pictures) as TILoadModel and TILoadImages give them."""
-    model = nodes["TILoadModel"]().load(pack_module("nodes.model_nodes").DEMO_MODEL, "fp32")[0]
+def node_setup(nodes, fake, loaded):
+    """(the random tiny demo model, the demo pictures) as TILoadModel and TILoadImages give them. The model is the
+    session's copy of the same weights (TILoadModel's demo entry links to them), loaded once: training leaves it
+    unchanged, and loading it took a second per test."""
+    model = loaded("tiny-sd1")
     images = nodes["TILoadImages"]().load("ti-demo-images", 64)["result"][0]
     return model, images
 

@@ -78,6 +78,7 @@ def test_random_bytes(tmp_path, data, suffix):
     _read_all(target)
 
 
+@pytest.mark.slow
 def test_mutated_single_file_models(tmp_path, single_file):
     from ti_core.models import load_model
 

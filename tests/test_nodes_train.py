@@ -35,6 +35,7 @@ def test_train_asks_comfyui_for_room_on_the_models_device_before_the_first_step(
     assert asked == [(model.device, 0)]  # before any progress event
 
 
+@pytest.mark.slow
 def test_train_reports_progress_events_and_saves(nodes, fake, setup):
     from ti_core.embeddings import load_embedding
 
@@ -61,6 +62,7 @@ def test_train_reports_progress_events_and_saves(nodes, fake, setup):
     assert status["state"] == "finished" and status["step"] == 4
 
 
+@pytest.mark.slow
 def test_existing_file_is_never_overwritten_and_resume_continues(nodes, fake, setup):
     model, images = setup
     train(nodes, model, images, steps=2)

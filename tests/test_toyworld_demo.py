@@ -13,6 +13,8 @@ from ti_core.cli import main
 from ti_core.demo import DemoConfig, run_demo
 from ti_core.embeddings import load_embedding
 
+pytestmark = pytest.mark.slow  # trains or samples on the built-in model for a minute or more
+
 # half the demo's steps, no early stop, fewer samples: the star's shape and stripes come first, its colour
 # between steps 100 and 150
 SHORT = DemoConfig(steps=150, samples=12, validate_every=50, validation_samples=16, preview_every=50, early_stop=0)

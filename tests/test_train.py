@@ -20,6 +20,7 @@ def _weights(model) -> dict:
     return {f"{n}.{k}": v.clone() for n, m in modules.items() for k, v in m.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_only_the_new_vectors_change(tmp_path, loaded):
     model = loaded("tiny-sd1")
     before = _weights(model)
@@ -49,6 +50,7 @@ def test_init_text_is_spread_over_the_vectors(loaded):
     assert random_init.shape == (2, 32) and float(random_init.std()) == pytest.approx(float(table.std()), rel=0.5)
 
 
+@pytest.mark.slow
 def test_same_seed_same_vectors_and_resume_is_bit_exact(tmp_path, loaded):
     model = loaded("tiny-sd2")  # v-prediction
     images = _images(tmp_path / "img")
@@ -70,6 +72,7 @@ def test_same_seed_same_vectors_and_resume_is_bit_exact(tmp_path, loaded):
     assert resumed.losses == full.losses
 
 
+@pytest.mark.slow
 def test_stop_keeps_a_whole_file_that_loads(tmp_path, loaded):
     model = loaded("tiny-sd1")
     out = tmp_path / "stopped.safetensors"
@@ -84,6 +87,7 @@ def test_stop_keeps_a_whole_file_that_loads(tmp_path, loaded):
     assert not list(tmp_path.glob("*.partial"))
 
 
+@pytest.mark.slow
 def test_nan_loss_rolls_back_and_lowers_the_learning_rate(tmp_path, loaded, monkeypatch, caplog):
     model = loaded("tiny-sd1")
     original = type(model.unet).forward
@@ -132,6 +136,7 @@ def test_sdxl_trains_both_vectors_with_micro_conditioning(tmp_path, loaded, monk
         assert top % 2 == 0 and left % 2 == 0 and top + 64 <= 64 * height / min(width, height) + 1
 
 
+@pytest.mark.slow
 def test_previews_and_step_info(tmp_path, loaded):
     model = loaded("tiny-sd1")
     seen = []
@@ -145,6 +150,7 @@ def test_previews_and_step_info(tmp_path, loaded):
     assert math.isfinite(info.smoothed_loss)
 
 
+@pytest.mark.slow
 def test_pad_crop_alpha_weight_and_templates_run(tmp_path, loaded):
     model = loaded("tiny-sd1")
     folder = tmp_path / "img"
@@ -181,6 +187,7 @@ def test_existing_output_is_never_overwritten(tmp_path, loaded):
     assert out.read_bytes() == b"precious"
 
 
+@pytest.mark.slow
 def test_the_validation_loss_is_a_function_of_the_vectors(tmp_path, loaded):
     model = loaded("tiny-sd1")
     probe = loss_probe(model, _images(tmp_path / "img"), TrainConfig(name="x", crop="center"), samples=4, seed=0)
@@ -189,6 +196,7 @@ def test_the_validation_loss_is_a_function_of_the_vectors(tmp_path, loaded):
     assert probe(v) != probe([v[0] * 3])
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_gives_the_same_vectors(tmp_path, loaded):
     model = loaded("tiny-sd1")
     images = _images(tmp_path / "img")
@@ -199,6 +207,7 @@ def test_gradient_checkpointing_gives_the_same_vectors(tmp_path, loaded):
     assert not model.unet.is_gradient_checkpointing  # switched back off for the caller
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_half_precision_models_train_fp32_vectors(dtype, tmp_path, model_dir):
     from ti_core.models import load_model
@@ -255,6 +264,7 @@ class _InfGradient(torch.autograd.Function):
         return grad * float("inf")
 
 
+@pytest.mark.slow
 def test_fp16_overflow_halves_the_loss_scale_without_rollback(tmp_path, model_dir, monkeypatch):
     from ti_core.models import load_model
 
@@ -278,6 +288,7 @@ def test_fp16_overflow_halves_the_loss_scale_without_rollback(tmp_path, model_di
     assert torch.isfinite(result.embedding.vectors["emb_params"]).all()
 
 
+@pytest.mark.slow
 def test_folder_warnings_reach_the_log(tmp_path, loaded, caplog):
     folder = _images(tmp_path / "img", count=1)
     (folder / "notes.doc").write_text("not an image")
@@ -287,6 +298,7 @@ def test_folder_warnings_reach_the_log(tmp_path, loaded, caplog):
     assert "only one image" in caplog.text
 
 
+@pytest.mark.slow
 def test_state_path_puts_the_resume_state_elsewhere(tmp_path, loaded):
     out, state = tmp_path / "emb" / "d.safetensors", tmp_path / "states" / "d.state.safetensors"
     result = train(loaded("tiny-sd1"), _images(tmp_path / "img"),
@@ -295,6 +307,7 @@ def test_state_path_puts_the_resume_state_elsewhere(tmp_path, loaded):
     assert sorted(p.name for p in out.parent.iterdir()) == ["d.safetensors"]
 
 
+@pytest.mark.slow
 def test_precision_autocasts_an_fp32_model_and_refuses_to_upcast(tmp_path, loaded, model_dir, monkeypatch):
     from ti_core.models import load_model
 
@@ -320,6 +333,7 @@ def test_precision_autocasts_an_fp32_model_and_refuses_to_upcast(tmp_path, loade
         train(half, images, TrainConfig(name="d", steps=1, precision="fp32"))
 
 
+@pytest.mark.slow
 def test_batch_larger_than_the_image_count_says_what_happens(tmp_path, loaded, caplog):
     images = _images(tmp_path / "img", count=2)
     with caplog.at_level("WARNING", logger="ti_core"):

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import disc_images as _images
 from ti_core.cli import main
 from ti_core.embeddings import load_embedding
@@ -16,6 +18,7 @@ from ti_core.embeddings import load_embedding
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_train_then_inspect(tmp_path, model_dir, capsys):
     out = tmp_path / "disc.safetensors"
     code = main(["train", "--model", str(model_dir("tiny-sd1")), "--images", str(_images(tmp_path / "img")),
@@ -41,6 +44,7 @@ def test_bad_schedule_is_one_line_naming_the_piece(tmp_path, capsys):
     assert err.count("\n") == 0 and "piece 2" in err and "larger than the previous bound (100)" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path, model_dir):
     out = tmp_path / "disc.safetensors"
     images = _images(tmp_path / "img")

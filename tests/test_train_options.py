@@ -88,6 +88,7 @@ def test_the_declared_ranges_are_checked(changes, message):
         TrainConfig(name="x", **changes).validate()
 
 
+@pytest.mark.slow
 def test_cli_help_lists_every_option():
     out = subprocess.run([sys.executable, "-m", "ti_core", "train", "--help"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout

@@ -4,6 +4,7 @@ must come close to v*'s and fall well below the init's. The numbers go into the 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from conftest import loss_probe
@@ -13,6 +14,8 @@ from ti_core.prompt import encode_pair, token_ids
 from ti_core.sample import sample, to_pil
 from ti_core.toyworld.model import load_toy_model
 from ti_core.train import TrainConfig, init_vectors, train
+
+pytestmark = pytest.mark.slow  # trains or samples on the built-in model for a minute or more
 
 
 def _hidden_vector(model, seed: int) -> torch.Tensor:

@@ -100,6 +100,7 @@ def quick(api: dict) -> dict:
     return api
 
 
+@pytest.mark.slow
 def test_api_workflows_run_through_the_nodes_on_the_built_in_model(tmp_path, monkeypatch):
     import torch
 

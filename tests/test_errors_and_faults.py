@@ -1,4 +1,4 @@
-"""Issue 6 (reliability): the rows no other test file covers. Bad inputs give one clear typed error naming the
+"""Errors and faults, across the CLI, the trainer and the nodes. Bad inputs give one clear typed error naming the
 file or value and the fix (CLI: one line, exit 2, no traceback; nodes: the node's error), faults leave whole
 files, and nothing untrusted runs."""
 
@@ -72,6 +72,7 @@ def test_cli_sample_into_a_file_instead_of_a_folder_is_one_line(tmp_path, capsys
     _one_line_error(capsys, code, str(taken), "not a folder")
 
 
+@pytest.mark.slow
 def test_cli_sample_bad_settings_are_one_line(tmp_path, model_dir, capsys):
     base = ["sample", "--model", str(model_dir("tiny-sd1")), "--prompt", "a", "--out", str(tmp_path / "o")]
     capsys.readouterr()  # what making the model printed
@@ -187,6 +188,7 @@ def test_ordinary_names_pass():
 # 3. faults
 
 
+@pytest.mark.slow
 def test_disk_full_during_a_training_save_keeps_the_last_save_whole(tmp_path, loaded, monkeypatch):
     out = tmp_path / "disc.safetensors"
     real_fsync, calls = os.fsync, {"n": 0}
@@ -212,6 +214,7 @@ def _node_train(nodes, model, images, **changes):
     return nodes["TITrainEmbedding"]().train(model, images=images, **{**settings, **changes}, unique_id="1")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cancel_at", [1, 2, 4, 5])
 def test_comfyui_cancel_at_any_step_keeps_a_whole_file_and_resume_finishes(cancel_at, nodes, fake, node_setup):
     model, images = node_setup
@@ -228,6 +231,7 @@ def test_comfyui_cancel_at_any_step_keeps_a_whole_file_and_resume_finishes(cance
     assert steps == [*range(1, cancel_at + 1), *range(cancel_at + 1, 7)]
 
 
+@pytest.mark.slow
 def test_comfyui_cancel_before_the_first_step_saves_step_0_and_resume_works(nodes, fake, node_setup):
     model, images = node_setup
     fake.interrupted = True  # Cancel pressed while the node was being queued
@@ -326,6 +330,7 @@ def test_a_pickle_posing_as_a_resume_state_is_refused_and_never_runs(tmp_path, l
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_resume_state_is_safetensors_with_a_json_header(tmp_path, loaded):
     out = tmp_path / "x.safetensors"
     result = train(loaded("tiny-sd1"), _images(tmp_path / "img"), TrainConfig(name="x", steps=1, output=str(out)))
