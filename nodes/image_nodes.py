@@ -8,21 +8,15 @@ from . import comfy_adapter as comfy
 
 CATEGORY = "textual_inversion"
 DEMO_IMAGES = "ti-demo-images"  # drawn into ComfyUI's input folder on first use, so the example workflows run offline
-# What earlier versions drew there (a red disc): replaced by the current demo pictures, since the example
-# workflows now train a purple striped star. A folder holding anything else is never touched.
-OLD_DEMO_FILES = frozenset(f"disc_{i}{ext}" for i in range(4) for ext in (".png", ".txt"))
 
 
 def draw_demo_images(path) -> None:
-    """Draw the demo concept (a purple striped star the built-in model never saw) into an absent, empty or
-    old-demo folder."""
+    """Draw the demo concept (a purple striped star the built-in model never saw) into an absent or empty folder;
+    a folder holding anything is the user's, and is never touched."""
     from ..ti_core.toyworld.concept import draw_concept
 
-    names = {p.name for p in path.iterdir()} if path.is_dir() else set()
-    if names - OLD_DEMO_FILES:
+    if path.is_dir() and any(path.iterdir()):
         return
-    for name in names:
-        (path / name).unlink()
     draw_concept(path)
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from . import comfy_adapter as comfy
 
 CATEGORY = "textual_inversion"
-# Random weights, drawing noise: kept after the built-in model because saved workflows name it and it is the
-# fastest model for checking that a graph runs. The label stays as it was, so those workflows still validate.
+# Random weights (it draws noise): the fastest model for checking that a graph runs; saved workflows name it.
 DEMO_MODEL = "demo: tiny-sd1 (random weights)"
 DIFFUSERS_PREFIX = "[diffusers] "
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
