@@ -1,4 +1,4 @@
-"""Train an embedding in-process, with ComfyUI's progress bar, live loss/preview events and Cancel."""
+"""Train an embedding in-process, with ComfyUI's progress bar (and previews), live loss events and Cancel."""
 
 from __future__ import annotations
 

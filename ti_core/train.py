@@ -223,6 +223,8 @@ def _callbacks(config: TrainConfig, resolution: int, on_step) -> list:
 
 
 class Trainer:
+    """One run: the vectors, their draws and loss, the guarded step, and the record the callbacks read."""
+
     def __init__(self, model, images, config: TrainConfig, output: Path | None):
         self.model, self.config, self.output = model, config, output
         beside = state_path_for(output) if output else None
