@@ -131,11 +131,13 @@ def summarize(records: list, baselines: dict) -> list:
             groups[(c["kind"], c["what"], c["pictures"])].append(s)
         spread_r = max((max(x["reconstruction"] for x in g) - min(x["reconstruction"] for x in g))
                        for g in groups.values())
-        spread_e = max((max(x["editability"] for x in g) - min(x["editability"] for x in g)) for g in groups.values())
+        spread_e = max((max(x["editability"] for x in g) - min(x["editability"] for x in g))
+                       for g in groups.values())
         steps = [s.get("step", int(name.split()[-1]) if name.startswith("step") else 0) for _, s in rows]
         lines.append(f"{name:12s} {len(rows):5d} {100 * min(recon):8.0f}% {100 * sum(recon) / len(recon):5.0f}% "
                      f"{100 * min(edit):8.0f}% {100 * sum(edit) / len(edit):5.0f}% "
-                     f"{f'max {100 * spread_r:.0f} / {100 * spread_e:.0f} points':>34s} {sum(steps) / len(steps):10.0f}")
+                     f"{f'max {100 * spread_r:.0f} / {100 * spread_e:.0f} points':>34s} "
+                     f"{sum(steps) / len(steps):10.0f}")
     if baselines:
         lines.append("")
         worst = max(baselines.values(), key=lambda b: max(b["reconstruction"], b["editability"]))

@@ -20,13 +20,18 @@ function makePanel(node) {
   addPanel(node, "training", root, 170);
   node.tiMonitor = { root, lines, canvas, losses: [], smoothed: [], validation: [] };
   setStatus(node.tiMonitor, "not trained yet", "");
-  // after a tab switch the graph is rebuilt: the live chart is gone, but the last run's summary is kept
+  // after a tab switch the graph is rebuilt: the live chart is gone, but the last run's outcome is kept
   setTimeout(() => {
-    const summary = lastOutput(node)?.text?.[0];
-    if (!summary) return;
-    const [first, saved] = summary.split(", saved ");
-    setStatus(node.tiMonitor, first, saved && `saved ${saved}`);
+    const outcome = lastOutput(node)?.outcome?.[0];
+    if (outcome) showOutcome(node.tiMonitor, outcome);
   }, 0);
+}
+
+// `outcome` is TrainResult.report(): the words (label) come from the trainer, so they never drift apart
+function showOutcome(monitor, outcome) {
+  const rollbacks = outcome.nan_rollbacks ? `, ${outcome.nan_rollbacks} NaN rollback(s)` : "";
+  setStatus(monitor, `${outcome.name}: ${outcome.label} at step ${outcome.step}${rollbacks}`,
+    `saved ${outcome.path ?? "nothing"}`);
 }
 
 function setStatus(monitor, first, second) {
@@ -100,11 +105,8 @@ function onProgress(event) {
 }
 
 function onDone(event) {
-  const d = event.detail;
-  const monitor = nodeFromEvent(d)?.tiMonitor;
-  if (!monitor) return;
-  const how = d.stopped ? "stopped" : d.early_stopped ? "early stop (validation loss flat)" : "done";
-  setStatus(monitor, `${d.name}: ${how} at step ${d.step}`, `saved ${d.path ?? "nothing"}`);
+  const monitor = nodeFromEvent(event.detail)?.tiMonitor;
+  if (monitor) showOutcome(monitor, event.detail);
 }
 
 app.registerExtension({

@@ -104,13 +104,15 @@ def temp_directory() -> Path:
 
 
 def torch_device():
-    """ComfyUI's device (honours --cpu and its GPU choice), else CUDA when available, else the CPU."""
+    """ComfyUI's device (honours --cpu and its GPU choice), else the best available (CUDA, MPS, then the CPU)."""
     import torch
+
+    from ..ti_core.models import best_device
 
     mm = _optional("comfy.model_management")
     if mm is not None and hasattr(mm, "get_torch_device"):
         return mm.get_torch_device()
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(best_device())
 
 
 def make_room(device) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def pil_to_image(images) -> "torch.Tensor":
+def pil_to_image(images):
     """Same-size PIL images -> IMAGE [B, H, W, 3] float32 0..1."""
     import numpy as np
     import torch

@@ -75,7 +75,6 @@ class TISaveEmbedding:
         import dataclasses
 
         from ..ti_core.embeddings import check_name, save_embedding
-
         from .safe_paths import resolve_inside
 
         check_name(name.strip())  # says what is wrong with the name, before it becomes a path

@@ -8,21 +8,15 @@ from . import comfy_adapter as comfy
 
 CATEGORY = "textual_inversion"
 DEMO_IMAGES = "ti-demo-images"  # drawn into ComfyUI's input folder on first use, so the example workflows run offline
-# What earlier versions drew there (a red disc): replaced by the current demo pictures, since the example
-# workflows now train a purple striped star. A folder holding anything else is never touched.
-OLD_DEMO_FILES = frozenset(f"disc_{i}{ext}" for i in range(4) for ext in (".png", ".txt"))
 
 
 def draw_demo_images(path) -> None:
-    """Draw the demo concept (a purple striped star the built-in model never saw) into an absent, empty or
-    old-demo folder."""
+    """Draw the demo concept (a purple striped star the built-in model never saw) into an absent or empty folder;
+    a folder holding anything is the user's, and is never touched."""
     from ..ti_core.toyworld.concept import draw_concept
 
-    names = {p.name for p in path.iterdir()} if path.is_dir() else set()
-    if names - OLD_DEMO_FILES:
+    if path.is_dir() and any(path.iterdir()):
         return
-    for name in names:
-        (path / name).unlink()
     draw_concept(path)
 
 
@@ -66,7 +60,8 @@ class TILoadImages:
     def INPUT_TYPES(cls):
         return {"required": {
             "folder": ("STRING", {"default": DEMO_IMAGES, "tooltip": "A folder in ComfyUI's input directory (its "
-                                  f"name, or its absolute path). '{DEMO_IMAGES}' is drawn for you (4 pictures of a purple "
+                                  f"name, or its absolute path). '{DEMO_IMAGES}' is drawn for you (4 pictures of a "
+                                  "purple "
                                   "striped star, each captioned with its background)."}),
             "preview_size": ("INT", {"default": 256, "min": 64, "max": 2048, "step": 8,
                                      "tooltip": "Side of the square preview images (the training size is set on "
@@ -82,7 +77,6 @@ class TILoadImages:
 
     def load(self, folder, preview_size):
         from ..ti_core.data import load_images, square_crop
-
         from .convert import pil_to_image
 
         images, notes = load_images(images_folder(folder))
@@ -135,7 +129,6 @@ class TISquareCrop:
         import random
 
         from ..ti_core.data import square_crop
-
         from .convert import image_to_pil, pil_to_image
 
         rng = random.Random(seed)

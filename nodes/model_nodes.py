@@ -5,12 +5,10 @@ from __future__ import annotations
 from . import comfy_adapter as comfy
 
 CATEGORY = "textual_inversion"
-# Random weights, drawing noise: kept after the built-in model because saved workflows name it and it is the
-# fastest model for checking that a graph runs. The label stays as it was, so those workflows still validate.
+# Random weights (it draws noise): the fastest model for checking that a graph runs; saved workflows name it.
 DEMO_MODEL = "demo: tiny-sd1 (random weights)"
 DIFFUSERS_PREFIX = "[diffusers] "
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
-DTYPES = ("fp32", "fp16", "bf16")
 
 
 def model_choices() -> list[str]:
@@ -40,7 +38,10 @@ def model_path(name: str):
         return builtin_model_path()  # shipped in the pack; a clear error if a checkout lacks it
     if name == DEMO_MODEL:
         return demo_model_path()
-    kind, rel = ("diffusers", name[len(DIFFUSERS_PREFIX):]) if name.startswith(DIFFUSERS_PREFIX) else ("checkpoints", name)
+    if name.startswith(DIFFUSERS_PREFIX):
+        kind, rel = "diffusers", name[len(DIFFUSERS_PREFIX):]
+    else:
+        kind, rel = "checkpoints", name
     path = comfy.find_file(kind, rel)
     if path is None:
         raise SettingError(f"model {name!r} is not in models/{kind}; pick one from the list (press R to refresh it).")
@@ -61,13 +62,16 @@ class TILoadModel:
 
     @classmethod
     def INPUT_TYPES(cls):
+        from ..ti_core.models import DTYPES
+
         return {"required": {
             "model_name": (model_choices(), {"tooltip": "The built-in toy-world model (32 px shapes; ships with "
                                                         "the pack), the random-weight demo model (draws noise), a "
                                                         "checkpoint file or a diffusers folder. Family and "
                                                         "prediction type are read from the weights."}),
-            "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "Weights' precision. fp16/bf16 halve memory; "
-                                                                    "trained vectors always stay fp32."}),
+            "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "The dtype the weights are loaded in. "
+                                                                    "fp16/bf16 halve memory; trained vectors always "
+                                                                    "stay fp32."}),
         }}
 
     def load(self, model_name, dtype):

@@ -1,4 +1,5 @@
-"""The command line: make-model, sample, inspect (demo: test_toyworld_demo.py); user mistakes print one line and exit 2."""
+"""The command line: make-model, sample, inspect (demo: test_toyworld_demo.py); user mistakes print one line and
+exit 2."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import random_embedding
 
+from conftest import random_embedding
 from ti_core.cli import main
 from ti_core.embeddings import save_embedding
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_make_model_then_sample_with_an_embedding(tmp_path, capsys, loaded):
     model_path = tmp_path / "m.safetensors"
     assert main(["make-model", str(model_path), "--arch", "tiny-sd1", "--single-file", "--seed", "0"]) == 0
@@ -32,12 +34,14 @@ def test_make_model_then_sample_with_an_embedding(tmp_path, capsys, loaded):
     assert Image.open(pngs[0]).size == (64, 64)
 
 
+@pytest.mark.slow
 def test_make_model_refuses_to_overwrite(tmp_path, capsys):
     (tmp_path / "m").mkdir()
     assert main(["make-model", str(tmp_path / "m"), "--arch", "tiny-sd1"]) == 2
     assert "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_inspect_embedding_json(tmp_path, capsys, loaded):
     emb = random_embedding(loaded("tiny-sdxl"), "e", n=3)
     path = save_embedding(emb, tmp_path / "e.safetensors")
@@ -56,6 +60,7 @@ def test_inspect_checkpoint(single_file, capsys):
     assert (info["family"], info["prediction_type"], info["architecture"]) == ("sd2", "v_prediction", "tiny-sd2")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["sample", "--model", "/nonexistent/model.safetensors", "--prompt", "a", "--out", "x"], "no such file"),
     (["inspect", "/nonexistent/e.safetensors"], "no such file"),
@@ -69,6 +74,7 @@ def test_user_errors_print_one_line_and_exit_2(args, message, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_size_fails_before_sampling(tmp_path, model_dir, capsys):
     code = main(["sample", "--model", str(model_dir("tiny-sd1")), "--prompt", "a", "--width", "100",
                  "--out", str(tmp_path / "o")])

@@ -36,7 +36,8 @@ CHECK = {
     "fastai_learned_embeds.bin": ("diffusers-bin", 1, {"emb_params": (0.511783, 3.013576, 0.170092)}),
     "rummd_learned_embeds.bin": ("diffusers-bin", 1, {"emb_params": (-0.147629, 1.071803, 0.017496)}),
     "waymonx_learned_embeds.bin": ("diffusers-bin", 1, {"emb_params": (-0.369808, 2.844950, 0.064212)}),
-    "koalbert_learned_embeds.safetensors": ("diffusers-safetensors", 1, {"emb_params": (-0.487797, 2.993935, 0.082277)}),
+    "koalbert_learned_embeds.safetensors": ("diffusers-safetensors", 1,
+                                            {"emb_params": (-0.487797, 2.993935, 0.082277)}),
     "roettger_myPuppet768.pt": ("xl-inversion-pt", 1, {"clip_l": (-0.251053, 0.427655, 0.006531),
                                                       "clip_g": (0.257358, 0.565040, -0.021851)}),
 }

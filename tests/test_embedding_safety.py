@@ -54,7 +54,8 @@ def test_the_payload_really_creates_a_file_when_unpickled(tmp_path):
 def test_malicious_pickle_is_refused_naming_the_global_and_never_runs(tmp_path, kind):
     target = tmp_path / "pwned"
     path = MALICIOUS[kind](_CreatesFile(target), tmp_path / "evil.pt")
-    with pytest.raises(UnsafeFileError, match=r"evil.pt: refused to load: its pickle asks for '(builtins|__builtin__)\.exec'"):
+    refused = r"evil.pt: refused to load: its pickle asks for '(builtins|__builtin__)\.exec'"
+    with pytest.raises(UnsafeFileError, match=refused):
         load_embedding(path)
     assert not target.exists()
 

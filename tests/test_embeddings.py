@@ -8,10 +8,10 @@ import os
 
 import pytest
 import torch
-from conftest import random_embedding
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from conftest import random_embedding
 from ti_core.embeddings import METADATA_KEYS, Embedding, load_embedding, save_embedding
 from ti_core.errors import EmbeddingError, EmbeddingWidthError
 from ti_core.prompt import encode_prompt
@@ -218,6 +218,7 @@ def test_files_that_are_no_embedding_are_refused(tmp_path):
         load_embedding(tmp_path / "cut.safetensors")
 
 
+@pytest.mark.slow
 def test_loaded_file_of_another_width_names_both_widths(tmp_path, loaded):
     path = save_embedding(random_embedding(loaded("tiny-sd1"), "x"), tmp_path / "x.safetensors")
     with pytest.raises(EmbeddingWidthError, match="32-wide.*takes 48-wide"):

@@ -15,7 +15,8 @@ from ti_core.embeddings import load_embedding
 from ti_core.errors import TIError
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "embeddings"
-SEEDS = sorted(p for p in FIXTURES.glob("*") if p.suffix in (".pt", ".bin", ".safetensors", ".png")) if FIXTURES.is_dir() else []
+SEEDS = sorted(p for p in FIXTURES.glob("*") if p.suffix in (".pt", ".bin", ".safetensors", ".png")) \
+    if FIXTURES.is_dir() else []
 COUNT = {"cases": 0}
 
 
@@ -69,13 +70,15 @@ def test_mutated_embedding_files(tmp_path, seed, which):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(min_size=0, max_size=2048), suffix=st.sampled_from([".pt", ".safetensors", ".bin", ".png", ".ckpt"]))
+@given(data=st.binary(min_size=0, max_size=2048),
+       suffix=st.sampled_from([".pt", ".safetensors", ".bin", ".png", ".ckpt"]))
 def test_random_bytes(tmp_path, data, suffix):
     target = tmp_path / f"random{suffix}"
     target.write_bytes(data)
     _read_all(target)
 
 
+@pytest.mark.slow
 def test_mutated_single_file_models(tmp_path, single_file):
     from ti_core.models import load_model
 

@@ -300,6 +300,7 @@ def save_diffusers_folder(arch, parts, folder):
     return type(pipe)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TINY)
 def test_diffusers_single_file_loader_reads_our_files(name, tmp_path):
     from safetensors.torch import save_file

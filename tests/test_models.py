@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 import torch
-from conftest import TINY
 
+from conftest import TINY
 from ti_core import archs
 from ti_core.errors import ModelLoadError, SettingError, UnsafeFileError
 from ti_core.models import load_model, load_tokenizer
@@ -28,6 +28,7 @@ def test_tokenizer_ids_of_a_photo_of_a_cat():
     assert load_tokenizer(pad_token="!").pad_token_id == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", TINY)
 def test_single_file_and_folder_give_identical_weights(arch, loaded, single_file):
     folder = loaded(arch)
@@ -41,6 +42,7 @@ def test_single_file_and_folder_give_identical_weights(arch, loaded, single_file
     assert single.resolution == folder.resolution == 64
 
 
+@pytest.mark.slow
 def test_ckpt_pickle_of_plain_tensors_loads_like_safetensors(tmp_path, single_file):
     from safetensors.torch import load_file
 
@@ -64,6 +66,7 @@ def test_family_and_prediction_come_from_content_not_file_name(tmp_path, single_
     assert (model.family, model.prediction_type) == ("sd1", "epsilon")
 
 
+@pytest.mark.slow
 def test_prediction_type_and_dtype_overrides(single_file):
     model = load_model(single_file("tiny-sd2"), prediction_type="epsilon", dtype="bf16")
     assert model.prediction_type == "epsilon" and model.scheduler_config["prediction_type"] == "epsilon"
@@ -184,6 +187,7 @@ def test_prediction_type_detection_from_the_state_dict():
     assert detect_prediction_type({key: torch.randn(320, generator=g) * 0.2}, "sd1") == "epsilon"  # SD1 is eps
 
 
+@pytest.mark.slow
 def test_sd2_single_file_without_marker_is_read_as_eps_and_can_be_overridden(tmp_path, single_file):
     from safetensors import safe_open
     from safetensors.torch import save_file

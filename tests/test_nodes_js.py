@@ -48,3 +48,14 @@ def test_every_name_imported_from_util_is_exported_there():
         for group in re.findall(r'import \{([^}]*)\} from "\./common/util\.js"', path.read_text()):
             imported = {n.strip() for n in group.split(",")}
             assert imported <= exported, (path.name, imported - exported)
+
+
+def test_the_monitor_reads_only_fields_the_trainer_reports():
+    """The panel shows TrainResult.report() as data; a field it reads that the report lacks would show 'undefined'."""
+    from ti_core.embeddings import Embedding
+    from ti_core.train import TrainResult
+
+    text = (JS / "training_monitor.js").read_text()
+    read = set(re.findall(r"outcome\.(\w+)", text))
+    report = TrainResult(Embedding("x", {"emb_params": __import__("torch").zeros(1, 4)}), 3, "finished").report()
+    assert read and read <= set(report), read - set(report)

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from test_nodes_support import FakeComfy, pack_module
+from conftest import FakeComfy, pack_module
 
 
 @pytest.mark.parametrize("name", ["../x.pt", "a/../../x.pt", "/etc/passwd", "\\\\server\\share\\x", "C:\\x.pt",
@@ -74,7 +74,7 @@ def test_status_route_reports_training_runs(server):
 def test_routes_are_added_when_the_pack_loads_in_comfyui(tmp_path, monkeypatch):
     import importlib.util
 
-    from test_nodes_support import ROOT
+    from conftest import ROOT
 
     fake = FakeComfy(tmp_path).install(monkeypatch)
     monkeypatch.setitem(sys.modules, "aiohttp", types.ModuleType("aiohttp"))

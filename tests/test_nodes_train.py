@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from test_nodes_support import InterruptProcessingException, pack_module
+from conftest import InterruptProcessingException, pack_module
 
 
 @pytest.fixture
@@ -35,6 +35,7 @@ def test_train_asks_comfyui_for_room_on_the_models_device_before_the_first_step(
     assert asked == [(model.device, 0)]  # before any progress event
 
 
+@pytest.mark.slow
 def test_train_reports_progress_events_and_saves(nodes, fake, setup):
     from ti_core.embeddings import load_embedding
 
@@ -58,9 +59,10 @@ def test_train_reports_progress_events_and_saves(nodes, fake, setup):
     assert {e for e, _ in fake.events} == {"textual_inversion.progress", "textual_inversion.done"}
     assert fake.events[-1][0] == "textual_inversion.done"
     status = pack_module("nodes.status").snapshot()["7"]
-    assert status["state"] == "done" and status["step"] == 4
+    assert status["state"] == "finished" and status["step"] == 4
 
 
+@pytest.mark.slow
 def test_existing_file_is_never_overwritten_and_resume_continues(nodes, fake, setup):
     model, images = setup
     train(nodes, model, images, steps=2)
@@ -72,7 +74,8 @@ def test_existing_file_is_never_overwritten_and_resume_continues(nodes, fake, se
     out = train(nodes, model, images, steps=4, resume=True)
     assert [d["step"] for e, d in fake.events if e == "textual_inversion.progress"][-2:] == [3, 4]
     assert path.read_bytes() != before and out["result"][0].metadata["step"] == "4"
-    assert out["ui"]["text"][0].startswith("disc: 2 steps in ") and "(now at step 4 of 4)" in out["ui"]["text"][0]
+    assert out["ui"]["text"][0].startswith("disc: finished at step 4 of 4 (resumed at step 2)")
+    assert out["ui"]["outcome"][0]["first_step"] == 2 and out["ui"]["outcome"][0]["step"] == 4
 
 
 def test_cancel_during_training_keeps_a_whole_loadable_file(nodes, fake, setup):
@@ -86,7 +89,7 @@ def test_cancel_during_training_keeps_a_whole_loadable_file(nodes, fake, setup):
     embedding = load_embedding(path)
     assert embedding.metadata["step"] == "3"
     assert [d["step"] for e, d in fake.events if e == "textual_inversion.progress"] == [1, 2, 3]
-    assert pack_module("nodes.status").snapshot()["7"]["state"] == "stopped"
+    assert pack_module("nodes.status").snapshot()["7"]["state"] == "cancelled"
     assert not list(path.parent.glob("*.tmp*"))
     # the resume state stays out of models/embeddings, where ComfyUI would list it as an embedding
     assert (fake.base / "models" / "textual_inversion" / "states" / "disc.state.safetensors").is_file()
@@ -130,8 +133,9 @@ def test_validation_loss_reaches_the_browser_and_early_stop_ends_the_run(nodes, 
     assert [d["val_loss"] is not None for d in progress] == [False, True, False, True]
     assert progress[1]["val_loss"] == progress[3]["val_loss"] > 0
     done = fake.events[-1][1]
-    assert done["early_stopped"] is True and done["step"] == 4
-    assert pack_module("nodes.status").snapshot()["7"]["state"] == "early stop"
+    assert done["outcome"] == "early_stop" and done["step"] == 4 and done["best_step"] == 0
+    assert pack_module("nodes.status").snapshot()["7"]["state"] == "early_stop"
+    assert out["ui"]["outcome"][0] == {k: v for k, v in done.items() if k != "node"}  # the same data, both ways
     assert "early stop" in out["ui"]["text"][0] and "lowest validation loss at step 0" in out["ui"]["text"][0]
     chart = out["result"][1]
     assert chart.shape == (1, 256, 512, 3)

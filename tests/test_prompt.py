@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import torch
-from conftest import TINY, random_embedding
 
+from conftest import TINY, random_embedding
 from ti_core.errors import EmbeddingError, EmbeddingWidthError, UnknownEmbeddingError
 from ti_core.prompt import encode_pair, encode_prompt
 
@@ -128,7 +128,8 @@ def test_unknown_embedding_lists_the_known_names(loaded):
 def test_bare_star_is_text_unless_exactly_one_embedding_is_given(loaded):
     model = loaded("tiny-sd1")
     as_text = encode_prompt(model, "a * b").embeds
-    assert torch.equal(as_text, encode_prompt(model, "a * b", [random_embedding(model, "p"), random_embedding(model, "q")]).embeds)
+    two = [random_embedding(model, "p"), random_embedding(model, "q")]
+    assert torch.equal(as_text, encode_prompt(model, "a * b", two).embeds)
     assert not torch.equal(as_text, encode_prompt(model, "a * b", [random_embedding(model, "p")]).embeds)
 
 

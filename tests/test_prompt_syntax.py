@@ -209,7 +209,8 @@ def _check_invariants(prompt):
 
 
 try:
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
 except ImportError:  # pragma: no cover - hypothesis is optional
     st = None
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, random_embedding
 
+from conftest import TINY, random_embedding
 from ti_core.errors import SettingError
 from ti_core.prompt import encode_pair
 from ti_core.sample import SAMPLERS, sample, to_pil
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", TINY)
 def test_same_seed_same_images_other_seed_other_images(arch, loaded):
     model = loaded(arch)

@@ -7,8 +7,14 @@ import pytest
 from PIL import Image
 
 from ti_core.toyworld import render
-from ti_core.toyworld.concept import (Concept, concept_images, draw_style, edit_backgrounds, style_scenes,
-                                      training_backgrounds)
+from ti_core.toyworld.concept import (
+    Concept,
+    concept_images,
+    draw_style,
+    edit_backgrounds,
+    style_scenes,
+    training_backgrounds,
+)
 from ti_core.toyworld.scoring import concept_prompts, style_prompts
 
 

@@ -27,6 +27,7 @@ def test_the_shipped_weights_load_on_cpu_in_eval_mode(judge):
     assert read_metadata()["format"].startswith("ti_core.toyworld.judge")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("augment", [False, True], ids=["clean", "blurred+noisy"])
 def test_every_attribute_is_named_right_on_fresh_renders(judge, augment):
     accuracy = evaluate(judge, n=1024, seed=2024, augment=augment)

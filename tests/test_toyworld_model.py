@@ -23,6 +23,7 @@ def model():
     return load_model(toy.builtin_model_path())
 
 
+@pytest.mark.slow
 def test_the_shipped_model_is_an_sd1_checkpoint_of_the_toy_architecture(model):
     assert (model.family, model.prediction_type, model.resolution) == ("sd1", "epsilon", 32)
     assert sum(p.numel() for p in model.unet.parameters()) == 6_715_588
@@ -32,6 +33,7 @@ def test_the_shipped_model_is_an_sd1_checkpoint_of_the_toy_architecture(model):
     assert ids == [49406, 320, 1125, 539, 320, 2368, 49407]
 
 
+@pytest.mark.slow
 def test_it_draws_what_held_in_captions_ask_for(model):
     scenes = scenes_for("held-in", 16, seed=5)
     labels = load_judge().classify(generate(model, [render.caption(s) for s in scenes], seed=5))
@@ -39,6 +41,7 @@ def test_it_draws_what_held_in_captions_ask_for(model):
     assert result.all >= 0.8, (result.row(), labels)
 
 
+@pytest.mark.slow
 def test_a_caption_without_a_background_gives_the_default_white_one(model):
     labels = load_judge().classify(generate(model, ["a red striped square"] * 8, seed=1))
     assert sum(label["background"] == "white" for label in labels) >= 6, labels
@@ -47,9 +50,11 @@ def test_a_caption_without_a_background_gives_the_default_white_one(model):
 def test_held_out_pairs_never_reach_base_training():
     scenes = make_scenes(4000, random.Random(0), default_share=0.15)
     assert not any(s.held_out for s in scenes)
-    assert {(s.colour, s.shape) for s in scenes} == {(c, s) for c in render.COLOURS for s in render.SHAPES} - render.HELD_OUT
+    every = {(c, s) for c in render.COLOURS for s in render.SHAPES}
+    assert {(s.colour, s.shape) for s in scenes} == every - render.HELD_OUT
 
 
+@pytest.mark.slow
 def test_training_script_is_deterministic_and_writes_a_loadable_model(tmp_path):
     config = BaseConfig(steps=2, vae_steps=2, images=64, vae_batch=8, batch=4, log_every=1000)
     first = train_base(config, tmp_path / "a.safetensors", log=lambda m: None)

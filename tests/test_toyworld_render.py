@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from ti_core.toyworld.render import (
-    COLOURS, HELD_OUT, PATTERNS, SHAPES, TEMPLATES, Scene, caption, random_scene, render,
+    COLOURS,
+    HELD_OUT,
+    PATTERNS,
+    SHAPES,
+    TEMPLATES,
+    Scene,
+    caption,
+    random_scene,
+    render,
 )
 
 

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from conftest import disc_images as _images
+from conftest import loss_probe
 from ti_core.embeddings import load_embedding
 from ti_core.errors import SettingError
-from ti_core.train import LossProbe, TrainConfig, init_vectors, state_path_for, train
-
-
-def _images(folder, count=3, seed=0):
-    """Non-square pictures of a red disc on blue, saved as PNGs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    for i in range(count):
-        w, h = rng.choice([(96, 64), (64, 96), (80, 72)])
-        image = Image.new("RGB", (w, h), (30, 40, 200))
-        x, y, r = rng.randint(20, w - 20), rng.randint(20, h - 20), rng.randint(8, 18)
-        ImageDraw.Draw(image).ellipse([x - r, y - r, x + r, y + r], fill=(220, 40, 30))
-        image.save(folder / f"img{i}.png")
-    return folder
+from ti_core.train import TrainConfig, init_vectors, state_path_for, train
 
 
 def _weights(model) -> dict:
@@ -32,11 +20,13 @@ def _weights(model) -> dict:
     return {f"{n}.{k}": v.clone() for n, m in modules.items() for k, v in m.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_only_the_new_vectors_change(tmp_path, loaded):
     model = loaded("tiny-sd1")
     before = _weights(model)
     tokenizer_size = len(model.tokenizers[0])
-    result = train(model, _images(tmp_path / "img"), TrainConfig(name="disc", steps=4, init_text="red ball", vectors=2))
+    result = train(model, _images(tmp_path / "img"),
+                   TrainConfig(name="disc", steps=4, init_text="red ball", vectors=2))
     after = _weights(model)
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -60,10 +50,12 @@ def test_init_text_is_spread_over_the_vectors(loaded):
     assert random_init.shape == (2, 32) and float(random_init.std()) == pytest.approx(float(table.std()), rel=0.5)
 
 
+@pytest.mark.slow
 def test_same_seed_same_vectors_and_resume_is_bit_exact(tmp_path, loaded):
     model = loaded("tiny-sd2")  # v-prediction
     images = _images(tmp_path / "img")
-    common = dict(name="disc", vectors=2, learning_rate="1e-2:3, 5e-3", batch_size=2, crop="random", latents="resample")
+    common = dict(name="disc", vectors=2, learning_rate="1e-2:3, 5e-3", batch_size=2, crop="random",
+                  latents="resample")
     full = train(model, images, TrainConfig(steps=6, output=str(tmp_path / "full.safetensors"), **common))
     again = train(model, images, TrainConfig(steps=6, **common))
     assert torch.equal(full.embedding.vectors["emb_params"], again.embedding.vectors["emb_params"])
@@ -80,6 +72,7 @@ def test_same_seed_same_vectors_and_resume_is_bit_exact(tmp_path, loaded):
     assert resumed.losses == full.losses
 
 
+@pytest.mark.slow
 def test_stop_keeps_a_whole_file_that_loads(tmp_path, loaded):
     model = loaded("tiny-sd1")
     out = tmp_path / "stopped.safetensors"
@@ -94,6 +87,7 @@ def test_stop_keeps_a_whole_file_that_loads(tmp_path, loaded):
     assert not list(tmp_path.glob("*.partial"))
 
 
+@pytest.mark.slow
 def test_nan_loss_rolls_back_and_lowers_the_learning_rate(tmp_path, loaded, monkeypatch, caplog):
     model = loaded("tiny-sd1")
     original = type(model.unet).forward
@@ -108,7 +102,8 @@ def test_nan_loss_rolls_back_and_lowers_the_learning_rate(tmp_path, loaded, monk
 
     monkeypatch.setattr(type(model.unet), "forward", flaky)
     seen = []
-    result = train(model, _images(tmp_path / "img"), TrainConfig(name="disc", steps=5, learning_rate="1e-2"),
+    config = TrainConfig(name="disc", steps=5, learning_rate="1e-2", validate_every=0)
+    result = train(model, _images(tmp_path / "img"), config,
                    on_step=seen.append)
     assert [math.isnan(s.loss) for s in seen] == [False, False, True, False, False]
     assert seen[2].nan_rollbacks == 1 and result.nan_rollbacks == 1
@@ -130,7 +125,7 @@ def test_sdxl_trains_both_vectors_with_micro_conditioning(tmp_path, loaded, monk
     monkeypatch.setattr(type(model.unet), "forward", spy)
     images = _images(tmp_path / "img", count=1)
     width, height = Image.open(images / "img0.png").size
-    result = train(model, images, TrainConfig(name="disc", steps=3, init_text="red", crop="random"))
+    result = train(model, images, TrainConfig(name="disc", steps=3, init_text="red", crop="random", validate_every=0))
     start = init_vectors(model, "red", 1, torch.Generator())
     vectors = result.embedding.vectors
     assert set(vectors) == {"clip_l", "clip_g"} and vectors["clip_g"].shape == (1, 64)
@@ -141,6 +136,7 @@ def test_sdxl_trains_both_vectors_with_micro_conditioning(tmp_path, loaded, monk
         assert top % 2 == 0 and left % 2 == 0 and top + 64 <= 64 * height / min(width, height) + 1
 
 
+@pytest.mark.slow
 def test_previews_and_step_info(tmp_path, loaded):
     model = loaded("tiny-sd1")
     seen = []
@@ -154,6 +150,7 @@ def test_previews_and_step_info(tmp_path, loaded):
     assert math.isfinite(info.smoothed_loss)
 
 
+@pytest.mark.slow
 def test_pad_crop_alpha_weight_and_templates_run(tmp_path, loaded):
     model = loaded("tiny-sd1")
     folder = tmp_path / "img"
@@ -164,7 +161,8 @@ def test_pad_crop_alpha_weight_and_templates_run(tmp_path, loaded):
     (folder / "cut.txt").write_text("a red disc cut out")
     template = tmp_path / "t.txt"
     template.write_text("a picture of [name], [filewords]\n")
-    result = train(model, folder, TrainConfig(name="disc", steps=2, crop="pad", use_alpha=True, template=str(template)))
+    config = TrainConfig(name="disc", steps=2, crop="pad", use_alpha=True, template=str(template))
+    result = train(model, folder, config)
     assert result.steps_done == 2 and all(math.isfinite(x) for x in result.losses)
 
 
@@ -189,23 +187,27 @@ def test_existing_output_is_never_overwritten(tmp_path, loaded):
     assert out.read_bytes() == b"precious"
 
 
-def test_loss_probe_is_deterministic(tmp_path, loaded):
+@pytest.mark.slow
+def test_the_validation_loss_is_a_function_of_the_vectors(tmp_path, loaded):
     model = loaded("tiny-sd1")
-    probe = LossProbe(model, _images(tmp_path / "img"), TrainConfig(name="x", crop="center"), samples=4)
+    probe = loss_probe(model, _images(tmp_path / "img"), TrainConfig(name="x", crop="center"), samples=4, seed=0)
     v = init_vectors(model, "red", 1, torch.Generator())
-    assert probe.loss(v) == probe.loss(v)
-    assert probe.loss(v) != probe.loss([v[0] * 3])
+    assert probe(v) == probe(v)
+    assert probe(v) != probe([v[0] * 3])
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_gives_the_same_vectors(tmp_path, loaded):
     model = loaded("tiny-sd1")
     images = _images(tmp_path / "img")
     plain = train(model, images, TrainConfig(name="d", steps=3, crop="center"))
     checkpointed = train(model, images, TrainConfig(name="d", steps=3, crop="center", gradient_checkpointing=True))
-    assert torch.allclose(plain.embedding.vectors["emb_params"], checkpointed.embedding.vectors["emb_params"], atol=1e-6)
+    assert torch.allclose(plain.embedding.vectors["emb_params"], checkpointed.embedding.vectors["emb_params"],
+                          atol=1e-6)
     assert not model.unet.is_gradient_checkpointing  # switched back off for the caller
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_half_precision_models_train_fp32_vectors(dtype, tmp_path, model_dir):
     from ti_core.models import load_model
@@ -262,6 +264,7 @@ class _InfGradient(torch.autograd.Function):
         return grad * float("inf")
 
 
+@pytest.mark.slow
 def test_fp16_overflow_halves_the_loss_scale_without_rollback(tmp_path, model_dir, monkeypatch):
     from ti_core.models import load_model
 
@@ -278,12 +281,14 @@ def test_fp16_overflow_halves_the_loss_scale_without_rollback(tmp_path, model_di
 
     monkeypatch.setattr(type(model.unet), "forward", overflowing)
     seen = []
-    result = train(model, _images(tmp_path / "img"), TrainConfig(name="d", steps=3), on_step=seen.append)
+    result = train(model, _images(tmp_path / "img"), TrainConfig(name="d", steps=3, validate_every=0),
+                   on_step=seen.append)
     assert math.isnan(seen[1].loss) and result.nan_rollbacks == 0
     assert seen[2].lr == pytest.approx(5e-3)  # the learning rate is not lowered for an overflow
     assert torch.isfinite(result.embedding.vectors["emb_params"]).all()
 
 
+@pytest.mark.slow
 def test_folder_warnings_reach_the_log(tmp_path, loaded, caplog):
     folder = _images(tmp_path / "img", count=1)
     (folder / "notes.doc").write_text("not an image")
@@ -293,6 +298,7 @@ def test_folder_warnings_reach_the_log(tmp_path, loaded, caplog):
     assert "only one image" in caplog.text
 
 
+@pytest.mark.slow
 def test_state_path_puts_the_resume_state_elsewhere(tmp_path, loaded):
     out, state = tmp_path / "emb" / "d.safetensors", tmp_path / "states" / "d.state.safetensors"
     result = train(loaded("tiny-sd1"), _images(tmp_path / "img"),
@@ -301,6 +307,7 @@ def test_state_path_puts_the_resume_state_elsewhere(tmp_path, loaded):
     assert sorted(p.name for p in out.parent.iterdir()) == ["d.safetensors"]
 
 
+@pytest.mark.slow
 def test_precision_autocasts_an_fp32_model_and_refuses_to_upcast(tmp_path, loaded, model_dir, monkeypatch):
     from ti_core.models import load_model
 
@@ -314,18 +321,19 @@ def test_precision_autocasts_an_fp32_model_and_refuses_to_upcast(tmp_path, loade
 
     monkeypatch.setattr(type(model.unet), "forward", spy)
     images = _images(tmp_path / "img")
-    result = train(model, images, TrainConfig(name="d", steps=2, precision="bf16"))
+    result = train(model, images, TrainConfig(name="d", steps=2, precision="bf16", validate_every=0))
     assert seen == [torch.bfloat16, torch.bfloat16]
     assert result.embedding.vectors["emb_params"].dtype == torch.float32
     assert {p.dtype for p in model.unet.parameters()} == {torch.float32}  # the caller's model is not cast
     seen.clear()
-    train(model, images, TrainConfig(name="d", steps=1, precision="fp32"))
+    train(model, images, TrainConfig(name="d", steps=1, precision="fp32", validate_every=0))
     assert seen == [None]
     half = load_model(model_dir("tiny-sd1"), dtype="bf16")
     with pytest.raises(SettingError, match="precision fp32 needs the model loaded in fp32 \\(it is bfloat16\\)"):
         train(half, images, TrainConfig(name="d", steps=1, precision="fp32"))
 
 
+@pytest.mark.slow
 def test_batch_larger_than_the_image_count_says_what_happens(tmp_path, loaded, caplog):
     images = _images(tmp_path / "img", count=2)
     with caplog.at_level("WARNING", logger="ti_core"):

@@ -9,21 +9,23 @@ import sys
 import time
 from pathlib import Path
 
-from test_train import _images
+import pytest
 
+from conftest import disc_images as _images
 from ti_core.cli import main
 from ti_core.embeddings import load_embedding
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_train_then_inspect(tmp_path, model_dir, capsys):
     out = tmp_path / "disc.safetensors"
     code = main(["train", "--model", str(model_dir("tiny-sd1")), "--images", str(_images(tmp_path / "img")),
                  "--name", "disc", "--out", str(out), "--steps", "4", "--vectors", "2", "--init-text", "red ball",
                  "--preview-every", "2", "--lr", "1e-2:2, 5e-3"])
     assert code == 0
-    assert "finished step 4" in capsys.readouterr().out
+    assert "finished at step 4 of 4" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "disc_previews").iterdir()) == ["step_000002.png", "step_000004.png"]
     assert main(["inspect", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -42,6 +44,7 @@ def test_bad_schedule_is_one_line_naming_the_piece(tmp_path, capsys):
     assert err.count("\n") == 0 and "piece 2" in err and "larger than the previous bound (100)" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path, model_dir):
     out = tmp_path / "disc.safetensors"
     images = _images(tmp_path / "img")
@@ -58,7 +61,7 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, model_dir):
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
-    assert "Traceback" not in stderr and "stopped at step" in stdout
-    step = int(stdout.split("stopped at step ")[1].split(":")[0])
+    assert "Traceback" not in stderr and "stopped on request at step" in stdout
+    step = int(stdout.split("stopped on request at step ")[1].split(" ")[0])
     assert 3 <= step < 100000
     assert load_embedding(out).metadata["step"] == str(step)

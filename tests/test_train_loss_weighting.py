@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import loss_probe
 
 from ti_core.loss_weights import min_snr_weights, snr
 from ti_core.prompt import token_ids
 from ti_core.toyworld.concept import Concept, draw_concept
-from ti_core.train import LossProbe, TrainConfig
+from ti_core.train import TrainConfig
 
 ALPHAS = torch.linspace(0.999, 0.001, 1000)
 
@@ -39,8 +40,8 @@ def test_the_weighted_loss_prefers_the_true_concept(toy, tmp_path):
 
     def losses(gamma):
         config = TrainConfig(name="w", vectors=3, batch_size=8, crop="center", template="captions", snr_gamma=gamma)
-        probe = LossProbe(toy, images, config, samples=48)
-        return {w: probe.loss([table[token_ids(toy.tokenizers[0], w)]]) for w in
+        probe = loss_probe(toy, images, config, samples=48, seed=1234)
+        return {w: probe([table[token_ids(toy.tokenizers[0], w)]]) for w in
                 ("green dotted heart", "black dotted heart")}
 
     uniform, weighted = losses(0.0), losses(TrainConfig.snr_gamma)

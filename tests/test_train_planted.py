@@ -4,14 +4,18 @@ must come close to v*'s and fall well below the init's. The numbers go into the 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from conftest import loss_probe
 from ti_core.data import SourceImage
 from ti_core.embeddings import Embedding
 from ti_core.prompt import encode_pair, token_ids
 from ti_core.sample import sample, to_pil
 from ti_core.toyworld.model import load_toy_model
-from ti_core.train import LossProbe, TrainConfig, init_vectors, train
+from ti_core.train import TrainConfig, init_vectors, train
+
+pytestmark = pytest.mark.slow  # trains or samples on the built-in model for a minute or more
 
 
 def _hidden_vector(model, seed: int) -> torch.Tensor:
@@ -37,9 +41,9 @@ def test_training_recovers_a_planted_vector():
     config = TrainConfig(name="learned", init_text="shape", steps=150, learning_rate="1e-2", batch_size=6,
                          crop="center", flip=False, template="captions", seed=0)
     learned = train(model, images, config).embedding.vectors["emb_params"]
-    probe = LossProbe(model, images, config, samples=96, seed=99)
+    probe = loss_probe(model, images, config, samples=96, seed=99)
     init = init_vectors(model, "shape", 1, torch.Generator())
-    losses = {"v*": probe.loss([v_star]), "learned": probe.loss([learned]), "init": probe.loss(init)}
+    losses = {"v*": probe([v_star]), "learned": probe([learned]), "init": probe(init)}
     print("planted-concept losses:", {k: round(v, 5) for k, v in losses.items()})
     gap = losses["init"] - losses["v*"]
     assert gap > 0.05 * losses["v*"], losses  # the init is clearly worse than the planted vector (11% here)

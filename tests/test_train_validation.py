@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train import _images
 
+from conftest import disc_images as _images
 from ti_core.errors import SettingError
 from ti_core.train import TrainConfig, train
 from ti_core.train_state import load_state
 
 
+@pytest.mark.slow
 def test_validation_is_reported_every_k_steps_and_leaves_training_unchanged(tmp_path, loaded):
     model, images = loaded("tiny-sd1"), _images(tmp_path / "img")
     common = dict(name="v", steps=6, learning_rate="2e-2", batch_size=2, crop="random")
@@ -30,6 +31,7 @@ def test_validation_is_reported_every_k_steps_and_leaves_training_unchanged(tmp_
     assert again.val_losses == checked.val_losses
 
 
+@pytest.mark.slow
 def test_validation_loss_falls_as_the_word_is_learned(tmp_path, loaded):
     model, images = loaded("tiny-sd1"), _images(tmp_path / "img")
     result = train(model, images, TrainConfig(name="v", steps=30, learning_rate="5e-2", batch_size=2, crop="center",
@@ -38,6 +40,7 @@ def test_validation_loss_falls_as_the_word_is_learned(tmp_path, loaded):
     assert losses[-1] < losses[0], losses
 
 
+@pytest.mark.slow
 def test_early_stop_ends_a_run_whose_loss_does_not_improve_and_saves_it(tmp_path, loaded):
     model, images = loaded("tiny-sd1"), _images(tmp_path / "img")
     out = tmp_path / "flat.safetensors"
@@ -51,6 +54,7 @@ def test_early_stop_ends_a_run_whose_loss_does_not_improve_and_saves_it(tmp_path
     assert len({loss for _, loss in result.val_losses}) == 1
 
 
+@pytest.mark.slow
 def test_resume_continues_the_validation_history(tmp_path, loaded):
     model, images = loaded("tiny-sd1"), _images(tmp_path / "img")
     out = tmp_path / "r.safetensors"
@@ -64,7 +68,7 @@ def test_resume_continues_the_validation_history(tmp_path, loaded):
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(early_stop=3), "early_stop 3 needs validate_every"),
+    (dict(early_stop=3, validate_every=0), "early_stop 3 needs validate_every"),
     (dict(validate_every=-1), "validate_every -1 must be 0"),
     (dict(validate_every=5, validation_samples=0), "validation_samples 0 must be at least 1"),
     (dict(validate_every=5, early_stop=2, early_stop_delta=1.5), "early_stop_delta 1.5"),

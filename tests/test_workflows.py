@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from test_nodes_support import ROOT, FakeComfy, load_pack, pack_module, run_api_graph
+from conftest import ROOT, FakeComfy, load_pack, pack_module, run_api_graph
 
 WORKFLOWS = ROOT / "workflows"
 NAMES = ("ti_train_embedding", "ti_generate_with_embedding", "ti_train_then_generate")
@@ -100,6 +100,7 @@ def quick(api: dict) -> dict:
     return api
 
 
+@pytest.mark.slow
 def test_api_workflows_run_through_the_nodes_on_the_built_in_model(tmp_path, monkeypatch):
     import torch
 

@@ -41,7 +41,8 @@ def atomic_write(path, write: Callable[[BinaryIO], None], *, overwrite: bool,
     except OSError as e:
         kept = "the previous file is unchanged" if path.exists() else "nothing was written"
         hint = "free some disk space" if e.errno == errno.ENOSPC else "check the folder's permissions and space"
-        raise SaveError(f"could not write {path}: {e.strerror or e}; {kept}. {hint.capitalize()} and try again.") from e
+        raise SaveError(f"could not write {path}: {e.strerror or e}; {kept}. "
+                        f"{hint.capitalize()} and try again.") from e
     return path
 
 

@@ -82,7 +82,8 @@ def read_safetensors(path: Path, error: type = ModelLoadError) -> tuple[dict, di
 
 _SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
 }
 
 
@@ -110,7 +111,8 @@ class LazySafetensors(Mapping):
                     raise ValueError(f"tensor {key} has unsupported dtype {entry['dtype']}")
                 if not 0 <= begin <= end or start + end > size:
                     raise ValueError(f"tensor {key} lies past the end of the file ({size} bytes)")
-                self._entries[key] = (_SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"]), start + begin, end - begin)
+                dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+                self._entries[key] = (dtype, tuple(entry["shape"]), start + begin, end - begin)
         except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
             raise error(f"{path}: corrupt or truncated .safetensors file ({e}). Download it again.") from None
 

@@ -42,7 +42,7 @@ def cmd_make_model(args) -> int:
 def cmd_sample(args) -> int:
     from .atomic import free_path
     from .embeddings import load_embedding
-    from .models import load_model
+    from .models import best_device, load_model
     from .prompt import encode_pair
     from .sample import check_size, sample, to_pil
 
@@ -50,12 +50,13 @@ def cmd_sample(args) -> int:
     if out.exists() and not out.is_dir():
         raise SettingError(f"--out {out} is a file, not a folder; give a folder for the PNGs.")
     embeddings = [load_embedding(p) for p in args.embedding]
-    model = load_model(args.model, dtype=args.dtype, device=args.device)
+    model = load_model(args.model, dtype=args.dtype, device=args.device or best_device())
     check_size(model, args.width, args.height)  # fail before the slow part
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise SettingError(f"cannot create the folder {out} ({e.strerror or e}); choose one you can write to.") from None
+        raise SettingError(f"cannot create the folder {out} ({e.strerror or e}); "
+                           "choose one you can write to.") from None
     positive, negative = encode_pair(model, args.prompt, args.negative, embeddings)
     images = sample(
         model, positive, negative, sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed,
@@ -100,7 +101,6 @@ def cmd_demo(args) -> int:
     from dataclasses import replace
 
     from .demo import DemoConfig, run_demo
-
     from .toyworld.concept import Concept
 
     config = DemoConfig()
@@ -127,8 +127,10 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .archs import MAKEABLE
+    from .demo import DemoConfig
     from .models import DTYPES
     from .sample import SAMPLERS
+    from .train_config import TrainConfig
 
     parser = _Parser(
         prog="python -m ti_core", description="Textual inversion for Stable Diffusion (SD1.x, SD2.x, SDXL), offline."
@@ -157,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, help="multiple of 8 (default: the model's native size)")
     p.add_argument("--batch", type=int, default=1, help="images per run (default 1)")
     p.add_argument("--dtype", choices=DTYPES, default="fp32", help="default fp32")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
+    p.add_argument("--device", help="cuda, cuda:1, mps, cpu (default: the best available, in that order)")
     p.add_argument("--prefix", default="ti", help="file name prefix (default ti)")
     p.add_argument("--out", required=True, help="folder for the PNGs (existing files are never replaced)")
     p.set_defaults(run=cmd_sample)
@@ -183,16 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
                                     "measures how well it draws the concept")
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out; nothing in it is replaced)")
     p.add_argument("--json", action="store_true", help="print only the report, as one JSON object on one line")
-    p.add_argument("--steps", type=int, help="training steps (default 300)")
+    demo, delta = DemoConfig(), TrainConfig.early_stop_delta
+    p.add_argument("--steps", type=int, help=f"training steps (default {demo.steps})")
     p.add_argument("--early-stop", type=int, metavar="N",
-                   help="stop after N validations (every 25 steps) without a 0.2%% better loss (default 4; 0 = all steps)")
-    p.add_argument("--samples", type=int, help="pictures per measure, for the word and the baseline (default 32)")
+                   help=f"stop after N validations (every {demo.validate_every} steps) without a "
+                        f"{delta * 100:.1f}%% lower loss (default {demo.early_stop}; 0 = all steps)")
+    p.add_argument("--samples", type=int,
+                   help=f"pictures per measure, for the word and the baseline (default {demo.samples})")
     p.add_argument("--concept", metavar="WORDS",
                    help="what to learn: a colour, a pattern and a shape, e.g. 'green dotted heart' (default "
                         "'purple striped star'); the pairs the built-in model never saw are purple star, green "
                         "heart, orange cross and blue circle")
-    p.add_argument("--pictures", type=int, metavar="N", help="training pictures, 1-8 (default 4)")
-    p.add_argument("--seed", type=int, help="seed of the pictures and of the run (default 0)")
+    p.add_argument("--pictures", type=int, metavar="N", help=f"training pictures, 1-8 (default {demo.pictures})")
+    p.add_argument("--seed", type=int, help=f"seed of the pictures and of the run (default {demo.seed})")
     p.set_defaults(run=cmd_demo)
 
     from .train_cli import add_train_parser

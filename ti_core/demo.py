@@ -111,7 +111,8 @@ def run_demo(out: Path, log: Callable[[str], None] = print, config: DemoConfig =
 
     images = draw_concept(out / "images", config.concept, count=config.pictures, seed=config.seed)
     target = free_path(out / "embeddings" / f"{config.name}.safetensors")
-    log(f"training {config.name!r} on {config.pictures} pictures in {images} for up to {config.steps} steps (init {config.init_text!r})")
+    log(f"training {config.name!r} on {config.pictures} pictures in {images} for up to {config.steps} steps "
+        f"(init {config.init_text!r})")
     train_config = training_config(config, target)
     previews = []
 

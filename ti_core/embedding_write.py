@@ -1,10 +1,11 @@
 """Write embedding files, atomically, in the layouts other tools read.
 
-| format      | file                                                              | read by                      |
-|-------------|-------------------------------------------------------------------|------------------------------|
-| safetensors | SD1/SD2 `{"emb_params": [n, D]}`, SDXL `{"clip_l", "clip_g"}`, metadata in the header | ComfyUI, A1111, kohya, diffusers (`token=`) |
-| a1111-pt    | torch pickle `{"string_to_token": {"*": 265}, "string_to_param": {"*": [n, D]}, "name", "step", "sd_checkpoint", "sd_checkpoint_name"}` | A1111, ComfyUI, diffusers |
-| diffusers   | `{token: [n, D]}`, `.safetensors` (metadata `{"format": "pt"}`) or, for a `.bin`/`.pt` name, a torch pickle | diffusers `load_textual_inversion` |
+- safetensors: SD1/SD2 `{"emb_params": [n, D]}`, SDXL `{"clip_l", "clip_g"}`, metadata in the header.
+  Read by ComfyUI, A1111, kohya, diffusers (`token=`).
+- a1111-pt: a torch pickle `{"string_to_token": {"*": 265}, "string_to_param": {"*": [n, D]}, "name", "step",
+  "sd_checkpoint", "sd_checkpoint_name"}`. Read by A1111, ComfyUI, diffusers.
+- diffusers: `{token: [n, D]}`, `.safetensors` (metadata `{"format": "pt"}`) or, for a `.bin`/`.pt` name, a
+  torch pickle. Read by diffusers `load_textual_inversion`.
 
 A file is written to a temporary name in the target folder, flushed to disk, then moved into place, so a
 crash never leaves half a file under the real name. An existing file is replaced only when asked.

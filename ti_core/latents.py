@@ -76,10 +76,10 @@ def crop_latent(cached: CachedImage, resolution: int, factor: int, crop: str, rn
     size = resolution // factor
     mode = "random" if crop == "random" else "center"
     top, left = data.crop_offsets((w * factor, h * factor), resolution, mode, rng=rng, multiple=factor)
-    t, l = top // factor, left // factor
-    latent = cached.mean[:, t:t + size, l:l + size]
+    y, x = top // factor, left // factor
+    latent = cached.mean[:, y:y + size, x:x + size]
     if cached.std is not None:
-        std = cached.std[:, t:t + size, l:l + size]
+        std = cached.std[:, y:y + size, x:x + size]
         latent = latent + std * torch.randn(latent.shape, generator=generator)
-    weight = cached.weight[:, t:t + size, l:l + size] if cached.weight is not None else None
+    weight = cached.weight[:, y:y + size, x:x + size] if cached.weight is not None else None
     return latent, weight, (top, left)

@@ -21,8 +21,9 @@ def snr(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (a / (1 - a)).float()
 
 
-def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, prediction_type: str, gamma: float) -> torch.Tensor:
-    """[B] weights that turn the per-sample prediction error into a min(SNR, gamma)-weighted x0 error; gamma 0 = all 1."""
+def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, prediction_type: str,
+                    gamma: float) -> torch.Tensor:
+    """[B] weights that turn each sample's prediction error into a min(SNR, gamma)-weighted x0 error (0 = all 1)."""
     if not gamma:
         return torch.ones(len(t))
     ratio = snr(alphas_cumprod, t)

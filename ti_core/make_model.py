@@ -50,7 +50,8 @@ def write_single_file(arch, parts, out: Path, metadata: dict | None = None) -> N
     from .ldm_keys import diffusers_to_ldm
 
     sd = diffusers_to_ldm(
-        arch, parts["unet"].state_dict(), parts["vae"].state_dict(), tuple(t.state_dict() for t in parts["text_encoders"])
+        arch, parts["unet"].state_dict(), parts["vae"].state_dict(),
+        tuple(t.state_dict() for t in parts["text_encoders"])
     )
     if arch.prediction_type == "v_prediction":
         sd["v_pred"] = torch.tensor([])  # the marker ComfyUI and our loader read

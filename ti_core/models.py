@@ -168,6 +168,16 @@ def _check_choice(value, choices, what):
         raise SettingError(f"{what} {value!r} is not one of {', '.join(choices)}.")
 
 
+def best_device() -> str:
+    """The fastest device torch can use here: CUDA, then Apple's MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def load_model(path, *, dtype="fp32", device="cpu", family=None, prediction_type=None) -> SDModel:
     """Load a diffusers folder or a single-file checkpoint. `family`/`prediction_type` override detection."""
     path = Path(path)
@@ -241,7 +251,8 @@ def _read_config(folder: Path, name: str = "config.json") -> dict:
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{folder / name}: missing or unreadable config ({e}).") from None
     if not isinstance(config, dict):
-        raise ModelLoadError(f"{folder / name}: a config is a JSON object, but this file holds a {type(config).__name__}.")
+        raise ModelLoadError(f"{folder / name}: a config is a JSON object, "
+                             f"but this file holds a {type(config).__name__}.")
     return config
 
 

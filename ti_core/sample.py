@@ -46,7 +46,8 @@ def make_pipeline(model, scheduler):
     common = dict(vae=model.vae, unet=model.unet, scheduler=scheduler, text_encoder=model.text_encoders[0])
     if model.family == "sdxl":
         return StableDiffusionXLPipeline(
-            text_encoder_2=model.text_encoders[1], tokenizer=model.tokenizers[0], tokenizer_2=model.tokenizers[1], **common
+            text_encoder_2=model.text_encoders[1], tokenizer=model.tokenizers[0], tokenizer_2=model.tokenizers[1],
+            **common
         )
     return StableDiffusionPipeline(
         tokenizer=model.tokenizers[0],

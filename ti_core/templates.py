@@ -94,7 +94,8 @@ def load_templates(spec) -> tuple[str, ...]:
     must contain [name]; lines without it are kept as written (as A1111 does), though they teach the word nothing.
     """
     if isinstance(spec, str) and spec.strip().lower() in BUILTIN:
-        return {"object": OBJECT_TEMPLATES, "style": STYLE_TEMPLATES, "captions": CAPTION_TEMPLATES}[spec.strip().lower()]
+        builtin = {"object": OBJECT_TEMPLATES, "style": STYLE_TEMPLATES, "captions": CAPTION_TEMPLATES}
+        return builtin[spec.strip().lower()]
     path = Path(spec)
     text = _read(path)
     templates = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))

@@ -59,7 +59,8 @@ def require_state_file(path) -> Path:
     """`path` if it is a file; else the error saying where resume states are written (checked before training)."""
     path = Path(path)
     if not path.is_file():
-        raise SettingError(f"{path}: no such resume state. It is written beside the embedding as NAME.state.safetensors.")
+        raise SettingError(f"{path}: no such resume state. "
+                           "It is written beside the embedding as NAME.state.safetensors.")
     return path
 
 
@@ -74,7 +75,8 @@ def load_state(path) -> TrainState:
     except (SafetensorError, OSError, KeyError, ValueError) as e:
         raise SettingError(f"{path}: not a ti_core resume state ({e}).") from None
     if meta.get("version") != VERSION:
-        raise SettingError(f"{path}: resume state version {meta.get('version')} is not supported (expected {VERSION}).")
+        raise SettingError(f"{path}: resume state version {meta.get('version')} is not supported "
+                           f"(expected {VERSION}).")
     optim_state = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
@@ -88,6 +90,40 @@ def load_state(path) -> TrainState:
         vectors=[tensors[f"vector.{i}"] for i in range(meta["vectors"])],
         optimizer={"state": optim_state, "param_groups": meta["param_groups"]},
         rng=(version, tuple(internal), gauss), generator=tensors["generator"],
-        lr_scale=meta["lr_scale"], nan_rollbacks=meta["nan_rollbacks"], smoothed=meta["smoothed"], losses=meta["losses"],
-        loss_scale=meta.get("loss_scale", 1.0), val_losses=meta.get("val_losses", []),
+        lr_scale=meta["lr_scale"], nan_rollbacks=meta["nan_rollbacks"], smoothed=meta["smoothed"],
+        losses=meta["losses"],
+        loss_scale=meta["loss_scale"], val_losses=meta["val_losses"],
     )
+
+
+def capture(trainer) -> TrainState:
+    """The trainer's state after its last step."""
+    guard = trainer.guard
+    return TrainState(
+        name=trainer.config.name, step=trainer.step, vectors=[p.detach() for p in trainer.params],
+        optimizer=guard.optimizer.state_dict(), rng=trainer.rng.random.getstate(),
+        generator=trainer.rng.torch.get_state(),
+        lr_scale=guard.lr_scale, nan_rollbacks=guard.nan_rollbacks, smoothed=trainer.smoothed,
+        losses=trainer.losses, loss_scale=guard.loss_scale, val_losses=[list(pair) for pair in trainer.val_losses],
+    )
+
+
+def restore(trainer, state: TrainState) -> None:
+    """Put `state` back into a freshly made trainer, so that it continues bit-exactly."""
+    params, guard = trainer.params, trainer.guard
+    widths = [tuple(p.shape) for p in params]
+    if state.name != trainer.config.name or [tuple(v.shape) for v in state.vectors] != widths:
+        raise SettingError(
+            f"the resume state is for {state.name!r} with vectors {[tuple(v.shape) for v in state.vectors]}, "
+            f"but this run trains {trainer.config.name!r} with {widths} on this model."
+        )
+    with torch.no_grad():
+        for p, v in zip(params, state.vectors):
+            p.copy_(v)
+    guard.optimizer.load_state_dict(state.optimizer)
+    trainer.rng.random.setstate(state.rng)
+    trainer.rng.torch.set_state(state.generator)
+    trainer.step, guard.lr_scale, guard.nan_rollbacks = state.step, state.lr_scale, state.nan_rollbacks
+    guard.loss_scale = state.loss_scale
+    trainer.smoothed, trainer.losses = state.smoothed, list(state.losses)
+    trainer.val_losses = [tuple(pair) for pair in state.val_losses]

@@ -61,7 +61,8 @@ def effective(params: list, mode: str, lengths: list) -> list:
     """The vectors the prompt gets: `params` as they are, or rescaled to `lengths` (per encoder, [n]) when fixed."""
     if mode != "fixed":
         return params
-    return [p * (length.to(p.device) / p.norm(dim=1).clamp_min(1e-12)).unsqueeze(1) for p, length in zip(params, lengths)]
+    return [p * (length.to(p.device) / p.norm(dim=1).clamp_min(1e-12)).unsqueeze(1)
+            for p, length in zip(params, lengths)]
 
 
 def norm_penalty(params: list, targets: list) -> torch.Tensor:

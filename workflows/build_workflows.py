@@ -160,7 +160,8 @@ def main() -> None:
     import sys
 
     root = HERE.parent
-    spec = importlib.util.spec_from_file_location("ti_pack", root / "__init__.py", submodule_search_locations=[str(root)])
+    spec = importlib.util.spec_from_file_location("ti_pack", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
     pack = importlib.util.module_from_spec(spec)
     sys.modules["ti_pack"] = pack
     spec.loader.exec_module(pack)

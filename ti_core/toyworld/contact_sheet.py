@@ -45,7 +45,8 @@ def _curve(draw, box: tuple, losses: list, val_losses: list) -> None:
     def scaled(values):
         lo, hi = min(values), max(values)
         span = (hi - lo) or 1.0
-        return lo, hi, lambda step, value: (x0 + (x1 - x0) * step / steps, y1 - 4 - (y1 - y0 - 8) * (value - lo) / span)
+        return lo, hi, lambda step, value: (x0 + (x1 - x0) * step / steps,
+                                            y1 - 4 - (y1 - y0 - 8) * (value - lo) / span)
 
     if len(smooth) > 1:
         lo, hi, point = scaled(smooth)

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 SHAPES = ("circle", "square", "triangle", "star", "heart", "cross", "ring", "diamond")
 COLOURS = {
     "red": (0.86, 0.12, 0.12), "green": (0.13, 0.66, 0.22), "blue": (0.14, 0.26, 0.86), "yellow": (0.95, 0.86, 0.15),
-    "purple": (0.56, 0.20, 0.74), "orange": (0.96, 0.55, 0.10), "white": (0.96, 0.96, 0.96), "black": (0.06, 0.06, 0.06),
+    "purple": (0.56, 0.20, 0.74), "orange": (0.96, 0.55, 0.10), "white": (0.96, 0.96, 0.96),
+    "black": (0.06, 0.06, 0.06),
 }
 PATTERNS = ("solid", "striped", "dotted")
 # Never shown in base training (every pattern, every background): the concepts textual inversion must learn.
@@ -145,7 +146,8 @@ def render(scenes: list, size: int = 32, supersample: int = 2, generator: torch.
     shaded = ((pattern == 1) & stripes) | ((pattern == 2) & dots)
     colour = torch.tensor([COLOURS[sc.colour] for sc in scenes]).view(n, 3, 1, 1)
     dark = torch.where(colour.mean(1, keepdim=True) < 0.1, torch.full_like(colour, 0.5),
-                       torch.where(colour.min(1, keepdim=True).values > 0.9, torch.full_like(colour, 0.55), colour * 0.45))
+                       torch.where(colour.min(1, keepdim=True).values > 0.9, torch.full_like(colour, 0.55),
+                                   colour * 0.45))
     background = torch.tensor([COLOURS[sc.background] for sc in scenes]).view(n, 3, 1, 1)
     if generator is not None:
         colour = (colour + (torch.rand(colour.shape, generator=generator) * 2 - 1) * jitter).clamp(0, 1)

@@ -105,7 +105,8 @@ def encode_scenes(vae, scenes: list, device: torch.device, seed: int, chunk: int
 
 
 def _tokenize(tokenizer, captions: list, device) -> torch.Tensor:
-    return tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.to(device)
+    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    return ids.to(device)
 
 
 def _ema_update(ema_params: list, params: list, decay: float) -> None:
@@ -151,7 +152,8 @@ def train_denoiser(config: BaseConfig, scenes: list, means, stds, scaling: float
         t = torch.randint(0, len(alphas), (config.batch,), generator=gen).to(device)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        captions = ["" if rng.random() < config.empty_caption else render.caption(scenes[i], rng) for i in index.tolist()]
+        captions = ["" if rng.random() < config.empty_caption else render.caption(scenes[i], rng)
+                    for i in index.tolist()]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
             context = encoder(_tokenize(tokenizer, captions, device))[0]
             pred = unet(noisy, t, encoder_hidden_states=context).sample.float()
@@ -185,7 +187,8 @@ def save(arch, parts, out: Path, metadata: dict, dtype=torch.float16) -> None:
     def halve(module):
         return copy.deepcopy(module).to("cpu", dtype)
 
-    halved = {"unet": halve(parts["unet"]), "vae": halve(parts["vae"]), "text_encoders": tuple(map(halve, parts["text_encoders"]))}
+    halved = {"unet": halve(parts["unet"]), "vae": halve(parts["vae"]),
+              "text_encoders": tuple(map(halve, parts["text_encoders"]))}
     write_single_file(arch, halved, out, metadata={k: str(v) for k, v in metadata.items()})
 
 
@@ -215,7 +218,8 @@ def train_base(config: BaseConfig, out: Path, device="cpu", log=print) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ti_core.toyworld.train_base", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ti_core.toyworld.train_base",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="where to write the model (.safetensors)")
     parser.add_argument("--seed", type=int, default=BaseConfig.seed)
     parser.add_argument("--steps", type=int, default=BaseConfig.steps, help="UNet + text encoder steps")

@@ -75,7 +75,8 @@ def run_cell(model, judge, cell: Cell, config, at=(), **overrides) -> dict:
     rule fires) and at the end. Returns a JSON-able record."""
     from ..demo import training_config
     from ..embeddings import Embedding
-    from ..train import plateaued, train
+    from ..train import train
+    from ..train_callbacks import plateaued
 
     name = "w"
     config = replace(config, concept=Concept.parse(cell.what) if cell.kind == "concept" else config.concept,

@@ -1,0 +1,124 @@
+"""What the training loop calls around its steps (as minGPT's trainer does): validation and early stop, saves,
+previews and reporting. Each reads the trainer and writes what it did into `trainer.events` for the step."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+
+class Callback:
+    def on_run_start(self, trainer) -> None:
+        pass
+
+    def on_step_end(self, trainer) -> None:
+        pass
+
+    def on_run_end(self, trainer) -> None:
+        pass
+
+
+class Validation(Callback):
+    """A loss on fixed draws every `validate_every` steps and at the end; early stop when it stops improving."""
+
+    SEED_OFFSET = 7919  # validation draws differ from every training draw of the same seed
+
+    def __init__(self, config):
+        self.config = config
+
+    def measure(self, trainer) -> float:
+        loss = trainer.loss.fixed(trainer.vectors(), self.config.validation_samples,
+                                  self.config.seed + self.SEED_OFFSET)
+        trainer.val_losses.append((trainer.step, loss))
+        return loss
+
+    def on_run_start(self, trainer) -> None:
+        if not trainer.val_losses:
+            self.measure(trainer)  # step 0: the init vectors' loss, the baseline every later value compares with
+
+    def on_step_end(self, trainer) -> None:
+        config = self.config
+        if trainer.step % config.validate_every and trainer.step != config.steps:
+            return
+        trainer.events.val_loss = self.measure(trainer)
+        if self.plateaued(trainer.val_losses):
+            trainer.outcome = "early_stop"
+            logging.getLogger("ti_core").info(
+                f"early stop at step {trainer.step}: the validation loss has not improved by "
+                f"{config.early_stop_delta:.1%} in {config.early_stop} validations")
+
+    def plateaued(self, val_losses: list) -> bool:
+        return plateaued([loss for _, loss in val_losses], self.config.early_stop, self.config.early_stop_delta)
+
+
+def plateaued(losses: list, patience: int, delta: float) -> bool:
+    """`patience` validations in a row without beating the best before them by the fraction `delta`."""
+    if not patience or len(losses) <= patience:
+        return False
+    return min(losses[-patience:]) > min(losses[:-patience]) * (1 - delta)
+
+
+class Saver(Callback):
+    """The embedding and resume state every `save_every` steps (not at the last step: the run's end saves)."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_step_end(self, trainer) -> None:
+        if (self.every and trainer.step % self.every == 0 and trainer.step < trainer.config.steps
+                and trainer.outcome is None):
+            saved = trainer.save()
+            trainer.events.saved = str(saved) if saved else None
+
+    def on_run_end(self, trainer) -> None:
+        trainer.saved_path = trainer.save()
+
+
+class Preview(Callback):
+    """A picture of config.preview_prompt (fixed seed, so previews compare) every `preview_every` steps."""
+
+    def __init__(self, config, resolution: int):
+        self.config, self.resolution = config, resolution
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.step % self.config.preview_every == 0:
+            trainer.events.preview = self.draw(trainer)
+
+    def draw(self, trainer):
+        from . import templates
+        from .embeddings import Embedding
+        from .prompt import encode_pair
+        from .sample import sample
+
+        config = self.config
+        emb = Embedding(config.name, trainer.vector_dict())
+        prompt = templates.render(config.preview_prompt, f"embedding:{config.name}")
+        positive, negative = encode_pair(trainer.model, prompt, "", [emb])
+        return sample(trainer.model, positive, negative, steps=config.preview_steps, seed=config.preview_seed,
+                      width=self.resolution, height=self.resolution)
+
+
+class Reporter(Callback):
+    """Calls the caller's on_step with a StepInfo after every step."""
+
+    def __init__(self, on_step):
+        self.on_step = on_step
+        self.started, self.first_step = time.perf_counter(), 0
+
+    def on_run_start(self, trainer) -> None:
+        self.started, self.first_step = time.perf_counter(), trainer.step
+
+    def on_step_end(self, trainer) -> None:
+        from .train import StepInfo
+
+        steps, step = trainer.config.steps, trainer.step
+        elapsed = time.perf_counter() - self.started
+        events = trainer.events
+        self.on_step(StepInfo(
+            step=step, steps=steps, loss=trainer.last_loss,
+            smoothed_loss=trainer.smoothed if trainer.smoothed is not None else float("nan"),
+            lr=trainer.guard.lr(step - 1), vector_norms=[v.detach().norm(dim=1).tolist() for v in trainer.vectors()],
+            elapsed=elapsed, eta=elapsed / (step - self.first_step) * (steps - step),
+            nan_rollbacks=trainer.guard.nan_rollbacks, preview=events.preview, saved=events.saved,
+            val_loss=events.val_loss, vectors=trainer.vector_dict(),
+        ))
