@@ -3,7 +3,7 @@
     .venv/bin/python bench/toyworld_fidelity.py run --out bench_out/fidelity.jsonl [--seeds 0 1 2] [--pictures 3 5]
         [--pairs "green heart" ...] [--patterns solid striped dotted] [--styles striped dotted] [--at 50,100,200]
         [--steps N] [--samples 32] [--set snr_gamma=5 --set learning_rate=1e-2 ...] [--shard 0/2]
-    .venv/bin/python bench/toyworld_fidelity.py summary bench_out/fidelity.jsonl [--tag T]
+    .venv/bin/python bench/toyworld_fidelity.py summary bench_out/fidelity*.jsonl [--tag T]
 
 `run` trains one word per cell of the matrix (every held-out shape/colour pair x every pattern x seeds x picture
 counts, plus style words if asked) with the demo's recipe (`ti_core.demo.DemoConfig`, changed with --set), judges
@@ -74,7 +74,7 @@ def cmd_run(args) -> int:
     config = replace(DemoConfig(), samples=args.samples, **demo)
     if args.steps:
         config = replace(config, steps=args.steps)
-    pairs = [tuple(p.split()) for p in args.pairs] if args.pairs else None
+    pairs = None if args.pairs is None else [tuple(p.split()) for p in args.pairs]
     cells = matrix(pairs, args.patterns, args.seeds, args.pictures, args.styles)
     index, count = (int(x) for x in args.shard.split("/"))
     cells = cells[index::count]
@@ -103,9 +103,11 @@ def summarize(records: list, baselines: dict) -> list:
     """Lines of text: per-cell rows, then min / mean over cells and the spread across seeds, per judged step."""
     lines = []
     by_point = defaultdict(list)  # point name -> [(record, scores)]
+    # fixed-length rows for the steps every cell was judged at (a constant-rate run passes through them)
+    common = set.intersection(*(set(r["points"]) for r in records)) if records else set()
     for r in records:
-        for step, scores in r["points"].items():
-            by_point[f"step {int(step):4d}"].append((r, scores))
+        for step in common:
+            by_point[f"step {int(step):4d}"].append((r, r["points"][step]))
         early = r["early_stop"] or {"step": r["steps"], **r["points"][str(r["steps"])]}
         by_point["early stop"].append((r, early))
     lines.append(f"{'cell':34s} {'steps':>5s} {'early stop':>22s} " + " ".join(
@@ -116,7 +118,7 @@ def summarize(records: list, baselines: dict) -> list:
              if early else f"none: {100 * r['points'][str(r['steps'])]['reconstruction']:3.0f}/"
                            f"{100 * r['points'][str(r['steps'])]['editability']:3.0f}")
         cells = " ".join(f"{100 * s['reconstruction']:5.0f}/{100 * s['editability']:3.0f}"
-                         for _, s in sorted(((int(k), v) for k, v in r["points"].items())))
+                         for _, s in sorted(((int(k), v) for k, v in r["points"].items() if k in common)))
         lines.append(f"{r['key']:34s} {r['steps']:5d} {e:>22s} {cells}")
     lines.append("")
     lines.append(f"{'point':12s} {'cells':>5s} {'recon min':>9s} {'mean':>6s} {'edit min':>9s} {'mean':>6s} "
@@ -147,7 +149,12 @@ def summarize(records: list, baselines: dict) -> list:
 
 
 def cmd_summary(args) -> int:
-    rows = [json.loads(line) for line in Path(args.file).read_text().splitlines() if line.strip()]
+    rows, seen = [], set()
+    for path in args.files:  # shards may share a file or not; a cell run twice (by two shards) counts once
+        for row in (json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()):
+            if (row["tag"], row["key"]) not in seen:
+                seen.add((row["tag"], row["key"]))
+                rows.append(row)
     baselines = {r["key"]: r for r in rows if r["tag"] == "baseline"}
     tags = sorted({r["tag"] for r in rows if r["tag"] != "baseline"})
     for tag in tags if not args.tag else [args.tag]:
@@ -164,8 +171,9 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="train and judge the cells of the matrix")
     p.add_argument("--out", default="bench_out/fidelity.jsonl")
-    p.add_argument("--pairs", nargs="+", help="shape/colour pairs as 'colour shape' (default: the held-out ones)")
-    p.add_argument("--patterns", nargs="+", default=["solid", "striped", "dotted"])
+    p.add_argument("--pairs", nargs="*", help="shape/colour pairs as 'colour shape' (default: the held-out ones; "
+                                              "none = style cells only)")
+    p.add_argument("--patterns", nargs="*", default=["solid", "striped", "dotted"])
     p.add_argument("--styles", nargs="*", default=[], help="patterns to learn as style words too")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--pictures", nargs="+", type=int, default=[3, 5])
@@ -178,7 +186,7 @@ def main(argv=None) -> int:
     p.add_argument("--shard", default="0/1", help="i/n: run every n-th cell from the i-th")
     p.set_defaults(run=cmd_run)
     p = sub.add_parser("summary", help="print the tables of a results file")
-    p.add_argument("file")
+    p.add_argument("files", nargs="+", help="results files (e.g. one per shard)")
     p.add_argument("--tag", help="only this recipe")
     p.set_defaults(run=cmd_summary)
     args = parser.parse_args(argv)

@@ -226,8 +226,8 @@ def test_load_images_demo_folder_changes_and_errors(absent, nodes):
     images, preview, captions = out["result"]
     assert len(images) == 4 and preview.shape == (4, 64, 64, 3)
     assert all(img.size[0] != img.size[1] for img in images)  # sizes kept: the demo pictures are not square
-    assert captions.splitlines() == [f"on a {b} background" for b in ("white", "blue", "black", "red")]
-    assert out["ui"]["text"] == ["4 picture(s), 4 with a caption:\n" + "\n".join(
+    assert captions.splitlines() == [""] + [f"on a {b} background" for b in ("blue", "black", "red")]
+    assert out["ui"]["text"] == ["4 picture(s), 3 with a caption:\n" + "\n".join(
         f"  purple-striped-star_{i}.png  {w}x{h}"
         for i, (w, h) in enumerate([(44, 32), (32, 40), (48, 32), (32, 44)]))]
     before = load.IS_CHANGED(folder="ti-demo-images", preview_size=64)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import loss_probe
 
+from conftest import loss_probe
 from ti_core.loss_weights import min_snr_weights, snr
 from ti_core.prompt import token_ids
 from ti_core.toyworld.concept import Concept, draw_concept

@@ -32,7 +32,7 @@ class DemoConfig:
     init_text: str = ""  # "" = the concept's class word (its shape), as the paper advises: the shape, none of the rest
     pictures: int = 4  # training pictures, 1-8, each non-square on its own background
     steps: int = 300  # at most: early stop ends most runs at 175-225 steps (the validation loss is flat by then)
-    batch_size: int = 8  # 4 pictures x 2 flips: every view in most batches
+    batch_size: int = 8  # 4 pictures x 2 flips: every view in most batches (fewer pictures: 2 x pictures)
     learning_rate: str = "5e-3"
     validate_every: int = 25
     validation_samples: int = 32
@@ -83,7 +83,7 @@ def training_config(config: DemoConfig, output: Path | None, **overrides):
     config = resolved(config)
     fields = dict(
         name=config.name, init_text=config.init_text, steps=config.steps, learning_rate=config.learning_rate,
-        batch_size=config.batch_size, crop="center", template="captions", save_every=100,
+        batch_size=min(config.batch_size, 2 * config.pictures), crop="center", template="captions", save_every=100,
         preview_every=config.preview_every, preview_prompt="a photo of a [name]", preview_steps=config.sample_steps,
         validate_every=config.validate_every, validation_samples=config.validation_samples,
         early_stop=config.early_stop, seed=config.seed, output=str(output) if output else None,

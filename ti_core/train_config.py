@@ -110,8 +110,9 @@ class TrainConfig:
     # the toy world the star's colour, learned between steps 100 and 150, lowers it by 0.3%, so 1% stopped before
     # that; with 0.1% the 0.1-0.2% wobbles of a learned word kept runs going to 325-400 steps
     # (bench/toyworld_early_stop.py)
-    snr_gamma: float = opt(0.0, "Min-SNR loss weighting: cap each timestep's weight at gamma/SNR, so the noisy "
-                                "timesteps where colour and layout are decided count (0 = uniform)", low=0.0)
+    snr_gamma: float = opt(0.25, "Min-SNR loss weighting: cap each timestep's weight at gamma/SNR, so the noisy "
+                                 "timesteps where colour and layout are decided count (0 = uniform, as the paper)",
+                           low=0.0)
     init_mode: str = opt("tokens", "start from the init text's token vectors, or from the text encoder's output "
                                    "for them (Cross Initialization)", choices=INIT_MODES)
     vector_norm: str = opt("free", "the vectors' length: free, fixed at the init length (only the direction is "

@@ -95,7 +95,10 @@ def concept_images(concept: Concept = DEMO_CONCEPT, count: int = 4, seed: int = 
 
 
 def draw_concept(folder: Path, concept: Concept = DEMO_CONCEPT, count: int = 4, seed: int = 0) -> Path:
-    """Write the pictures as PNGs, each with a .txt caption naming its background; returns the folder."""
+    """Write the pictures as PNGs, each with a .txt caption naming its background, except on the default (white)
+    background, which the base model's captions leave unnamed: a word that never met a prompt without a background
+    paints the unnamed one in its own colour ("a photo of a <word>" gave a green heart on green). Returns the
+    folder."""
     from PIL import Image
 
     folder = Path(folder)
@@ -104,7 +107,8 @@ def draw_concept(folder: Path, concept: Concept = DEMO_CONCEPT, count: int = 4, 
         stem = f"{concept.colour}-{concept.pattern}-{concept.shape}_{i}"
         pixels = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         Image.fromarray(pixels).save(folder / f"{stem}.png")
-        (folder / f"{stem}.txt").write_text(f"on a {background} background\n", encoding="utf-8")
+        if background != render.default_background(concept.colour):
+            (folder / f"{stem}.txt").write_text(f"on a {background} background\n", encoding="utf-8")
     return folder
 
 

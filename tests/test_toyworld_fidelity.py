@@ -1,0 +1,75 @@
+"""The fidelity matrix: its cells, its summary (minimum, mean and the spread across seeds) and, on a CI-sized
+slice, the floor the trainer's defaults must keep on a concept the built-in model never saw."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from toyworld_fidelity import summarize  # noqa: E402
+
+from ti_core.toyworld import render  # noqa: E402
+from ti_core.toyworld.trial import Cell, matrix  # noqa: E402
+
+
+def test_the_matrix_covers_every_held_out_pair_pattern_seed_and_count():
+    cells = matrix(styles=("dotted",))
+    concepts = [c for c in cells if c.kind == "concept"]
+    assert len(concepts) == len(render.HELD_OUT) * 3 * 3 * 2 == 72 and len(set(concepts)) == 72
+    assert {c.pictures for c in cells} == {3, 5} and {c.seed for c in cells} == {0, 1, 2}
+    styles = [Cell("style", "dotted", n, s) for n in (3, 5) for s in (0, 1, 2)]
+    assert [c for c in cells if c.kind == "style"] == styles
+
+
+def _record(seed, early, points):
+    return {"key": f"concept:green dotted heart:3:{seed}", "steps": 200,
+            "cell": {"kind": "concept", "what": "green dotted heart", "pictures": 3, "seed": seed},
+            "early_stop": early, "points": {str(k): {"reconstruction": r, "editability": e}
+                                            for k, (r, e) in points.items()}}
+
+
+def test_the_summary_gives_minimum_mean_and_seed_spread():
+    early = {"step": 100, "reconstruction": 0.9, "editability": 1.0}
+    records = [_record(0, early, {100: (0.9, 1.0), 200: (0.8, 0.9)}),
+               _record(1, None, {100: (0.5, 0.7), 200: (0.7, 0.8)})]
+    lines = summarize(records, {"b": {"reconstruction": 0.1, "editability": 0.0}})
+    early = next(line for line in lines if line.startswith("early stop"))
+    # seed 1 never stopped early: its last step counts (70/80), so min 70 / 80, mean 80 / 90, spread 20 / 20
+    assert early.split()[2:7] == ["2", "70%", "80%", "80%", "90%"] and "max 20 / 20 points" in early
+    step100 = next(line for line in lines if line.startswith("step  100"))
+    assert step100.split()[3:7] == ["50%", "70%", "70%", "85%"] and "max 40 / 30 points" in step100
+    assert lines[-1].endswith("reconstruction 10%, editability 0%")
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from ti_core.toyworld.judge import load_judge
+    from ti_core.toyworld.model import load_toy_model
+
+    return load_toy_model(), load_judge()
+
+
+@pytest.mark.slow
+def test_ci_slice_the_defaults_learn_the_hardest_concept(toy):
+    """The CI slice of the matrix: green dotted heart, the concept the old recipe drew black (0 %), from 3
+    pictures, with the defaults the demo, CLI and node share; early stop must end the run with the word learned."""
+    from ti_core.demo import DemoConfig
+    from ti_core.toyworld.trial import baseline, run_cell
+
+    model, judge = toy
+    cell = Cell("concept", "green dotted heart", 3, 0)
+    config = replace(DemoConfig(), samples=16)
+    record = run_cell(model, judge, cell, config)
+    early = record["early_stop"]
+    assert early is not None and early["step"] <= 250, record["val_losses"]
+    assert early["reconstruction"] >= SLICE_FLOOR and early["editability"] >= SLICE_FLOOR, record
+    base = baseline(model, judge, cell, config)
+    assert base["reconstruction"] <= 0.2 and base["editability"] <= 0.2, base
+
+
+SLICE_FLOOR = 0.85
