@@ -31,13 +31,13 @@ class DemoConfig:
     name: str = ""  # the word; "" = "<colour>-<shape>", e.g. purple-star
     init_text: str = ""  # "" = the concept's class word (its shape), as the paper advises: the shape, none of the rest
     pictures: int = 4  # training pictures, 1-8, each non-square on its own background
-    steps: int = 300  # at most: early stop ends most runs at 175-225 steps (the validation loss is flat by then)
+    steps: int = 300  # at most; early stop usually ends the run earlier (the validation loss is flat by then)
     batch_size: int = 8  # 4 pictures x 2 flips: every view in most batches (fewer pictures: 2 x pictures)
     learning_rate: str = "5e-3"
     validate_every: int = 25
     validation_samples: int = 32
-    early_stop: int = 4  # stop after 4 validations (100 steps) without progress: the word is learned by then,
-    # and later steps start to tint the background with the concept's colour (bench/toyworld_early_stop.py)
+    early_stop: int = 4  # stop after 4 validations (100 steps) without progress: on the fidelity matrix
+    # (bench/toyworld_fidelity.py) it ends most runs at 150-275 steps with the fidelity of the 300-step runs
     preview_every: int = 50
     samples: int = 32  # pictures per measure (reconstruction, editability), for the word and for the baseline
     cfg: float = 5.0

@@ -102,14 +102,12 @@ class TrainConfig:
     validation_samples: int = opt(16, "fixed draws per validation, timesteps spread over the schedule", low=1)
     early_stop: int = opt(0, "stop after N validations in a row without a {early_stop_delta:.1%} lower loss "
                              "(0 = run all steps); needs validate_every", low=0, high=1000, node=True)
-    # 0: a run does what it was asked. 4 (with validate_every 25) stopped the toy-world runs at 19-25% of 900
-    # steps with the fidelity of the full runs; 3 once stopped during a plateau before the colour was learned
+    # 0: a run does what it was asked. 4 (with validate_every 25) is the demo's: see README, "When is it done?"
     early_stop_delta: float = opt(0.002, "the fraction by which a validation loss must beat the best so far",
                                   low=0.0)
-    # The draws are fixed, so the value has no sampling noise, and a concept's last details move it little: in
-    # the toy world the star's colour, learned between steps 100 and 150, lowers it by 0.3%, so 1% stopped before
-    # that; with 0.1% the 0.1-0.2% wobbles of a learned word kept runs going to 325-400 steps
-    # (bench/toyworld_early_stop.py)
+    # The draws are fixed, so the value has no sampling noise; with the uniform loss a concept's colour moved it by
+    # only 0.3%, so 1% stopped before the colour was learned and 0.1% ran on through the wobbles of a learned word.
+    # Measured across concepts with bench/toyworld_fidelity.py
     snr_gamma: float = opt(0.25, "Min-SNR loss weighting: cap each timestep's weight at gamma/SNR, so the noisy "
                                  "timesteps where colour and layout are decided count (0 = uniform, as the paper)",
                            low=0.0)
