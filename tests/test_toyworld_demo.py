@@ -66,9 +66,10 @@ def test_cli_json_is_one_object_on_the_last_line_and_nothing_is_replaced(tmp_pat
 
 def test_the_readme_describes_the_demo_config():
     """The README's account of the demo run is the one DemoConfig runs."""
+    from ti_core.demo import resolved
     from ti_core.train import TrainConfig
 
-    config = DemoConfig()
+    config = resolved(DemoConfig())
     readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
     for phrase in (f"from the word `{config.init_text}` (batch {config.batch_size},",
                    f"a validation loss every {config.validate_every} steps",
