@@ -81,17 +81,27 @@ def concept_images(concept: Concept = DEMO_CONCEPT, count: int = 4, seed: int = 
     backgrounds = training_backgrounds(concept.colour)
     out = []
     for i in range(count):
-        width, height = SIZES[i % len(SIZES)]
-        side = min(width, height)
-        radius = rng.uniform(0.30, 0.42)
-        # centre inside the central side x side square, the whole shape within it
-        margin_x, margin_y = (width - side) / 2, (height - side) / 2
-        cx = (margin_x + rng.uniform(radius * side, side - radius * side)) / width
-        cy = (margin_y + rng.uniform(radius * side, side - radius * side)) / height
         background = backgrounds[i % len(backgrounds)]
-        scene = render.Scene(concept.shape, concept.colour, concept.pattern, background, cx, cy, radius)
-        out.append((render.render([scene], width=width, height=height, generator=gen)[0], background))
+        out.append((_picture(i, concept.shape, concept.colour, concept.pattern, background, rng, gen), background))
     return out
+
+
+def _picture(i: int, shape: str, colour: str, pattern: str, background: str, rng: random.Random,
+             gen: torch.Generator) -> torch.Tensor:
+    """The i-th picture [3, H, W]: size SIZES[i], the object inside the central square so a centre crop keeps it."""
+    width, height = SIZES[i % len(SIZES)]
+    side = min(width, height)
+    radius = rng.uniform(0.30, 0.42)
+    cx = ((width - side) / 2 + rng.uniform(radius * side, side - radius * side)) / width
+    cy = ((height - side) / 2 + rng.uniform(radius * side, side - radius * side)) / height
+    scene = render.Scene(shape, colour, pattern, background, cx, cy, radius)
+    return render.render([scene], width=width, height=height, generator=gen)[0]
+
+
+def _save_png(image: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray((image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()).save(path)
 
 
 def draw_concept(folder: Path, concept: Concept = DEMO_CONCEPT, count: int = 4, seed: int = 0) -> Path:
@@ -99,14 +109,12 @@ def draw_concept(folder: Path, concept: Concept = DEMO_CONCEPT, count: int = 4, 
     background, which the base model's captions leave unnamed: a word that never met a prompt without a background
     paints the unnamed one in its own colour ("a photo of a <word>" gave a green heart on green). Returns the
     folder."""
-    from PIL import Image
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for i, (image, background) in enumerate(concept_images(concept, count, seed)):
         stem = f"{concept.colour}-{concept.pattern}-{concept.shape}_{i}"
-        pixels = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-        Image.fromarray(pixels).save(folder / f"{stem}.png")
+        _save_png(image, folder / f"{stem}.png")
         if background != render.default_background(concept.colour):
             (folder / f"{stem}.txt").write_text(f"on a {background} background\n", encoding="utf-8")
     return folder
@@ -126,21 +134,13 @@ def style_scenes(pattern: str, count: int = 4, seed: int = 0) -> list:
 def draw_style(folder: Path, pattern: str, count: int = 4, seed: int = 0) -> tuple:
     """Write a style word's pictures (PNG + a caption naming the shape, colour and background, so the word takes
     only the pattern); returns (folder, style_scenes)."""
-    from PIL import Image
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     scenes = style_scenes(pattern, count, seed)
     rng, gen = random.Random(seed + 1), torch.Generator().manual_seed(seed)
     for i, (colour, shape, background) in enumerate(scenes):
-        width, height = SIZES[i % len(SIZES)]
-        side = min(width, height)
-        radius = rng.uniform(0.30, 0.42)
-        cx = ((width - side) / 2 + rng.uniform(radius * side, side - radius * side)) / width
-        cy = ((height - side) / 2 + rng.uniform(radius * side, side - radius * side)) / height
-        scene = render.Scene(shape, colour, pattern, background, cx, cy, radius)
-        image = render.render([scene], width=width, height=height, generator=gen)[0]
         stem = f"{pattern}-{colour}-{shape}_{i}"
-        Image.fromarray((image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()).save(folder / f"{stem}.png")
+        _save_png(_picture(i, shape, colour, pattern, background, rng, gen), folder / f"{stem}.png")
         (folder / f"{stem}.txt").write_text(f"{colour} {shape}, {background} background\n", encoding="utf-8")
     return folder, scenes

@@ -22,10 +22,11 @@ RECONSTRUCTION_FORMS = ("a photo of a {w}", "a {w}")
 
 
 def concept_prompts(word: str, concept: Concept, n: int) -> tuple:
-    """(reconstruction prompts, [(editability prompt, wanted label)]), n of each."""
-    recon = [RECONSTRUCTION_FORMS[i % 2].format(w=word) for i in range(n)]
-    backgrounds = edit_backgrounds(concept.colour)
+    """([(reconstruction prompt, wanted label)], [(editability prompt, wanted label)]), n of each; reconstruction
+    wants the concept on any background."""
     wanted = {"shape": concept.shape, "colour": concept.colour, "pattern": concept.pattern}
+    recon = [(RECONSTRUCTION_FORMS[i % 2].format(w=word), wanted) for i in range(n)]
+    backgrounds = edit_backgrounds(concept.colour)
     edits = [(f"a {word} on a {b} background", {**wanted, "background": b})
              for b in (backgrounds[i % len(backgrounds)] for i in range(n))]
     return recon, edits
@@ -58,14 +59,14 @@ def _share(labels: list, wanted: list) -> float:
 
 
 def judge_prompts(model, judge, recon: list, edits: list, embeddings=(), *, cfg: float, steps: int, seed: int) -> dict:
-    """{"reconstruction", "editability", "images"}; `recon` holds prompts or (prompt, wanted) pairs (wanted =
-    the attributes every reconstruction must show), `edits` (prompt, wanted) pairs."""
+    """{"reconstruction", "editability", "images"}; `recon` and `edits` hold (prompt, wanted) pairs, wanted
+    being the attributes the picture must show."""
     from .fidelity import generate
 
-    recon_images = generate(model, [r if isinstance(r, str) else r[0] for r in recon], embeddings,
+    recon_images = generate(model, [p for p, _ in recon], embeddings,
                             cfg=cfg, steps=steps, seed=seed)
     edit_images = generate(model, [p for p, _ in edits], embeddings, cfg=cfg, steps=steps, seed=seed)
-    return {"reconstruction": _share(judge.classify(recon_images), [r[1] for r in recon]),
+    return {"reconstruction": _share(judge.classify(recon_images), [w for _, w in recon]),
             "editability": _share(judge.classify(edit_images), [w for _, w in edits]),
             "images": (recon_images, edit_images)}
 
@@ -74,9 +75,7 @@ def measure_concept(model, judge, word: str, concept: Concept, n: int, embedding
                     seed: int) -> dict:
     """Reconstruction and editability of a concept word (`embedding:name` or plain words)."""
     recon, edits = concept_prompts(word, concept, n)
-    wanted = {"shape": concept.shape, "colour": concept.colour, "pattern": concept.pattern}
-    return judge_prompts(model, judge, [(p, wanted) for p in recon], edits, embeddings, cfg=cfg, steps=steps,
-                         seed=seed)
+    return judge_prompts(model, judge, recon, edits, embeddings, cfg=cfg, steps=steps, seed=seed)
 
 
 def measure_style(model, judge, word: str, pattern: str, seen: list, n: int, embeddings=(), *, cfg: float,
