@@ -92,7 +92,9 @@ def cmd_run(args) -> int:
             done.add(("baseline", base_key))
         if (tag, cell.key()) in done:
             continue
-        record = run_cell(model, judge, cell, config, at, **train)
+        snapshots = (Path(args.snapshots) / f"{tag}-{cell.key().replace(' ', '_').replace(':', '-')}.pt"
+                     if args.snapshots else None)
+        record = run_cell(model, judge, cell, config, at, snapshots, not args.only_at, **train)
         _append(out, {"tag": tag, "key": cell.key(), **record})
         best = max(record["points"].items(), key=lambda kv: kv[1]["reconstruction"] + kv[1]["editability"])
         print(f"{cell.key():36s} early {record['early_stop']}  best {best}", flush=True)
@@ -184,6 +186,8 @@ def main(argv=None) -> int:
                    help="change a DemoConfig or TrainConfig field, e.g. snr_gamma=5 (repeatable)")
     p.add_argument("--tag", help="the name of this recipe in the file (default: the --set values)")
     p.add_argument("--shard", default="0/1", help="i/n: run every n-th cell from the i-th")
+    p.add_argument("--only-at", action="store_true", help="judge only the --at steps (not early stop, not the end)")
+    p.add_argument("--snapshots", help="a folder to keep the vectors of every validation step in (to judge later)")
     p.set_defaults(run=cmd_run)
     p = sub.add_parser("summary", help="print the tables of a results file")
     p.add_argument("files", nargs="+", help="results files (e.g. one per shard)")

@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+from toyworld_early_stop import report, stop_step  # noqa: E402
 from toyworld_fidelity import summarize  # noqa: E402
 
 from ti_core.toyworld import render  # noqa: E402
@@ -44,6 +45,28 @@ def test_the_summary_gives_minimum_mean_and_seed_spread():
     step100 = next(line for line in lines if line.startswith("step  100"))
     assert step100.split()[3:7] == ["50%", "70%", "70%", "85%"] and "max 40 / 30 points" in step100
     assert lines[-1].endswith("reconstruction 10%, editability 0%")
+
+
+def test_the_early_stop_bench_finds_where_a_rule_stops_and_what_it_lost():
+    """Three cells judged at 125 and 200 steps, their loss flat from step 25: the rule stops all at 125 (four flat
+    validations); the first keeps its fidelity, the second gains 30 points by continuing (a regret beyond the
+    judge's noise over 16 pictures), the third 10 points (a regret, but within that noise)."""
+    flat = [[0, 1.0], [25, 0.5], [50, 0.5], [75, 0.5], [100, 0.5], [125, 0.5], [150, 0.5], [175, 0.5], [200, 0.5]]
+    assert stop_step(flat, patience=4, fraction=0.05) == 125
+    assert stop_step(flat[:4], patience=4, fraction=0.05) is None
+
+    def cell(points):
+        return {"cell": {}, "val_losses": flat, "steps": 200,
+                "points": {k: {"reconstruction": r, "editability": e} for k, (r, e) in points.items()}}
+
+    cells = {"a": cell({125: (1.0, 1.0), 200: (1.0, 0.9)}), "b": cell({125: (0.6, 1.0), 200: (0.9, 1.0)}),
+             "c": cell({125: (0.9, 1.0), 200: (1.0, 1.0)})}
+    lines = report(cells, [{"patience": 4, "fraction": 0.05}])
+    assert "best fixed length: 200 steps (mean fidelity 96.7%)" in lines
+    rule = next(line for line in lines if line.startswith("rule "))
+    assert "mean stop 125 steps (62% of 200" in rule and "fidelity 91.7% = 94.8% of" in rule, rule
+    assert rule.endswith("2 cells 10 points better later (1 beyond the judge's noise)"), rule
+    assert lines[-2].strip().startswith("b stops at 125") and lines[-1].endswith("(within the judge's noise)")
 
 
 @pytest.fixture(scope="module")

@@ -69,10 +69,12 @@ def baseline(model, judge, cell: Cell, config) -> dict:
     return _measure(model, judge, cell, init_word(cell, config), seen, config)
 
 
-def run_cell(model, judge, cell: Cell, config, at=(), **overrides) -> dict:
+def run_cell(model, judge, cell: Cell, config, at=(), snapshots_to=None, judge_end=True, **overrides) -> dict:
     """Train `cell` with the demo recipe `config` (a DemoConfig; `overrides` replace TrainConfig fields) up to
     config.steps without stopping, and judge the vectors at the steps in `at`, at the early-stop step (if the
-    rule fires) and at the end. Returns a JSON-able record."""
+    rule fires) and at the end. With `snapshots_to` (a .pt path), the vectors at every validation are kept there
+    too, so other steps can be judged later (`judge_snapshots`) without training again. Returns a JSON-able
+    record."""
     from ..demo import training_config
     from ..embeddings import Embedding
     from ..train import train
@@ -82,15 +84,17 @@ def run_cell(model, judge, cell: Cell, config, at=(), **overrides) -> dict:
     config = replace(config, concept=Concept.parse(cell.what) if cell.kind == "concept" else config.concept,
                      name=name, init_text=init_word(cell, config), pictures=cell.pictures, seed=cell.seed)
     train_config = training_config(config, None, early_stop=0, save_every=0, preview_every=0, **overrides)
-    snapshots, val, early = {}, [], {}
+    snapshots, val, early, kept = {}, [], {}, {}
 
     def on_step(info):
         if info.val_loss is not None:
             val.append(info.val_loss)
-            if not early and plateaued(val, config.early_stop, train_config.early_stop_delta):
+            kept[info.step] = info.vectors
+            if not early and plateaued(val, config.early_stop, train_config.early_stop_fraction):
                 early.update(step=info.step, seconds=round(info.elapsed, 2))
-                snapshots[info.step] = info.vectors
-        if info.step in at or info.step == train_config.steps:
+                if judge_end:
+                    snapshots[info.step] = info.vectors
+        if info.step in at or (judge_end and info.step == train_config.steps):
             snapshots[info.step] = info.vectors
 
     started = time.perf_counter()
@@ -98,9 +102,15 @@ def run_cell(model, judge, cell: Cell, config, at=(), **overrides) -> dict:
         folder, seen = _draw(cell, Path(tmp) / "pictures")
         result = train(model, folder, train_config, on_step=on_step)
     seconds = time.perf_counter() - started
+    if snapshots_to:
+        import torch
+
+        from ..atomic import atomic_write
+
+        atomic_write(snapshots_to, lambda f: torch.save(kept, f), overwrite=True)
     points = {step: _measure(model, judge, cell, f"embedding:{name}", seen, config, [Embedding(name, vectors)])
               for step, vectors in sorted(snapshots.items())}
-    if early:
+    if early and early["step"] in points:
         early.update(points[early["step"]])
     record = {
         "cell": asdict(cell), "overrides": overrides, "steps": result.steps_done, "seconds": round(seconds, 1),
@@ -109,3 +119,16 @@ def run_cell(model, judge, cell: Cell, config, at=(), **overrides) -> dict:
         "points": {str(s): v for s, v in points.items()}, "early_stop": early or None,
     }
     return record
+
+
+def judge_snapshots(model, judge, cell: Cell, config, path, steps) -> dict:
+    """Judge the vectors `run_cell(..., snapshots_to=path)` kept, at `steps` (each a validation step)."""
+    import torch
+
+    from ..embeddings import Embedding
+
+    kept = torch.load(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        _, seen = _draw(cell, Path(tmp))
+    return {str(s): _measure(model, judge, cell, "embedding:w", seen, config, [Embedding("w", kept[s])])
+            for s in steps}

@@ -1,0 +1,205 @@
+"""Early stop against fixed-length runs, across the fidelity matrix: does a stop rule keep the word's fidelity in
+fewer steps, and does it ever stop a run that continuing would make 10 points better?
+
+    .venv/bin/python bench/toyworld_early_stop.py bench_out/trace-*.jsonl bench_out/fidelity-*.jsonl \\
+        [--rule patience=2,fraction=0.05 ...] [--judge [--snapshots bench_out/snap] [--shard 0/2]]
+
+Input: records of `bench/toyworld_fidelity.py run` for the same cells and recipe (one run per cell passes through
+every shorter fixed-length run: constant learning rate, and validation draws never touch the training draws),
+with their validation losses, the steps judged there, and (with `run --snapshots`) the vectors at every
+validation. For each rule (`ti_core.train_callbacks.plateaued` with its `patience` and `fraction`), the step where
+it would stop each cell is found from the validation losses; with --judge, a step no record judged is judged
+(from the snapshots, or by training the cell again up to it) and cached in --judged. Printed per rule: mean and
+spread of stop steps, the fidelity at the stop against the best judged fixed length, and every cell where a later
+judged step is 10 points better in reconstruction or editability.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RULE_FIELDS = ("patience", "fraction")
+
+
+def _records(paths: list) -> dict:
+    """key -> {"cell", "val_losses", "steps", "points"}: every judged point of a cell merged over the files
+    (runs of the same cell and recipe are the same run: the trainer is deterministic on one thread)."""
+    cells = {}
+    for path in paths:
+        for row in (json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()):
+            if row["tag"] == "baseline" or row.get("overrides"):
+                continue
+            cell = cells.setdefault(row["key"], {"cell": row["cell"], "val_losses": row["val_losses"],
+                                                 "steps": row["steps"], "points": {}, "tag": row["tag"]})
+            if cell["val_losses"] != row["val_losses"]:
+                raise SystemExit(f"{row['key']}: two runs with different validation losses ({path}): not the same "
+                                 "recipe; pass files of one recipe only")
+            cell["points"].update({int(k): v for k, v in row["points"].items()})
+            if row.get("early_stop") and "reconstruction" in row["early_stop"]:
+                cell["points"][row["early_stop"]["step"]] = {k: row["early_stop"][k]
+                                                             for k in ("reconstruction", "editability")}
+    return cells
+
+
+def stop_step(val_losses: list, patience: int, fraction: float) -> int | None:
+    from ti_core.train_callbacks import plateaued
+
+    losses = []
+    for step, loss in val_losses:
+        losses.append(loss)
+        if plateaued(losses, patience, fraction):
+            return step
+    return None
+
+
+def _snapshot_file(folder: Path, key: str) -> Path | None:
+    """The snapshots of `key` under any recipe tag (the files merged are of one recipe)."""
+    found = sorted(folder.glob(f"*-{key.replace(' ', '_').replace(':', '-')}.pt"))
+    return found[0] if found else None
+
+
+def _judge_missing(cells: dict, wanted: dict, snapshots: Path | None, judged_path: Path, shard=(0, 1)) -> None:
+    """Judge every (key, step) in `wanted` that no record judged: from the run's snapshots when there are some,
+    else by training the cell again up to the last such step (a shorter fixed-length run of the same recipe is a
+    prefix of the long one: checked on the validation losses). Results are cached in `judged_path`."""
+    missing = defaultdict(set)
+    for key, steps in sorted(wanted.items())[shard[0]::shard[1]]:
+        missing[key] |= {s for s in steps if s not in cells[key]["points"]}
+    missing = {k: v for k, v in missing.items() if v}
+    if not missing:
+        return
+    from dataclasses import replace
+
+    from ti_core.demo import DemoConfig
+    from ti_core.toyworld.judge import load_judge
+    from ti_core.toyworld.model import load_toy_model
+    from ti_core.toyworld.trial import Cell, judge_snapshots, run_cell
+
+    model, judge = load_toy_model(), load_judge()
+    config = DemoConfig(samples=16)
+    for key, steps in missing.items():
+        c = cells[key]
+        path = _snapshot_file(snapshots, key) if snapshots else None
+        if path:
+            scores = judge_snapshots(model, judge, Cell(**c["cell"]), config, path, sorted(steps))
+        else:
+            record = run_cell(model, judge, Cell(**c["cell"]), replace(config, steps=max(steps)), set(steps),
+                              judge_end=False)
+            if record["val_losses"] != c["val_losses"][:len(record["val_losses"])]:
+                raise SystemExit(f"{key}: retrained to step {max(steps)}, its validation losses differ from the "
+                                 "record's: not the same run (another thread count or version?)")
+            scores = record["points"]
+        for step, s in scores.items():
+            c["points"][int(step)] = s
+            with judged_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "step": int(step), "scores": s}) + "\n")
+        print(f"{key}: judged at {sorted(int(s) for s in scores)}", file=sys.stderr, flush=True)
+
+
+def _read_judged(cells: dict, judged_path: Path) -> None:
+    for path in judged_path.parent.glob(judged_path.name.replace(".jsonl", "*.jsonl")):
+        for row in map(json.loads, path.read_text().splitlines()):
+            if row["key"] in cells:
+                cells[row["key"]]["points"][row["step"]] = row["scores"]
+
+
+def _fid(scores: dict) -> float:
+    return (scores["reconstruction"] + scores["editability"]) / 2
+
+
+def report(cells: dict, rules: list, samples: int = 16) -> list:
+    lines = []
+    fixed = sorted(set.intersection(*(set(c["points"]) for c in cells.values())))
+    for length in fixed:
+        fids = [_fid(c["points"][length]) for c in cells.values()]
+        lines.append(f"fixed {length:4d} steps: fidelity mean {100 * statistics.mean(fids):5.1f}%, "
+                     f"min {100 * min(fids):3.0f}%")
+    best_length = max(fixed, key=lambda n: (sum(_fid(c["points"][n]) for c in cells.values()), -n))
+    best = statistics.mean(_fid(c["points"][best_length]) for c in cells.values())
+    lines.append(f"best fixed length: {best_length} steps (mean fidelity {100 * best:.1f}%)")
+    for rule in rules:
+        steps, fids, bests, regrets = [], [], [], []
+        for key, c in sorted(cells.items()):
+            step = stop_step(c["val_losses"], **rule) or c["steps"]
+            steps.append(step)
+            scores = c["points"].get(step)
+            if scores is None:
+                continue
+            fids.append(_fid(scores))
+            bests.append(_fid(c["points"][best_length]))
+            later = [(n, s) for n, s in sorted(c["points"].items()) if n > step]
+            gains = [(max(s["reconstruction"] - scores["reconstruction"], s["editability"] - scores["editability"]),
+                      n, s) for n, s in later]
+            gain, n, s = max(gains, key=lambda g: g[0], default=(0.0, None, None))
+            if gain >= 0.10 - 1e-9:
+                beyond = _beyond_noise(scores, s, samples)
+                regrets.append((beyond, f"{key} stops at {step} with {100 * scores['reconstruction']:.0f}/"
+                                        f"{100 * scores['editability']:.0f}; at {n}: {100 * s['reconstruction']:.0f}/"
+                                        f"{100 * s['editability']:.0f}" + ("" if beyond else " (within the judge's "
+                                                                              "noise)")))
+        name = ",".join(f"{k}={v}" for k, v in rule.items())
+        mean_steps = statistics.mean(steps)
+        kept = statistics.mean(fids) / statistics.mean(bests) if fids else float("nan")
+        lines.append(f"rule {name}: mean stop {mean_steps:.0f} steps ({mean_steps / best_length:.0%} of "
+                     f"{best_length}; range {min(steps)}-{max(steps)}), fidelity {100 * statistics.mean(fids):.1f}% "
+                     f"= {kept:.1%} of the best fixed length on the same {len(fids)}/{len(steps)} judged cells, "
+                     f"{len(regrets)} cells 10 points better later ({sum(b for b, _ in regrets)} beyond the "
+                     "judge's noise)")
+        lines.extend(f"    {text}" for _, text in regrets)
+    return lines
+
+
+def _beyond_noise(a: dict, b: dict, samples: int) -> bool:
+    """Whether b is better than a by more than two standard errors of the difference of two judged fractions
+    (each over `samples` pictures), in reconstruction or editability."""
+    for k in ("reconstruction", "editability"):
+        se = ((a[k] * (1 - a[k]) + b[k] * (1 - b[k])) / samples) ** 0.5
+        if b[k] - a[k] > 2 * max(se, 0.5 / samples):
+            return True
+    return False
+
+
+def _rule(text: str) -> dict:
+    values = dict(pair.split("=") for pair in text.split(","))
+    if set(values) != set(RULE_FIELDS):
+        raise SystemExit(f"--rule {text!r}: give exactly {', '.join(RULE_FIELDS)}")
+    return {"patience": int(values["patience"]), "fraction": float(values["fraction"])}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="+", help="results of bench/toyworld_fidelity.py run (one recipe)")
+    parser.add_argument("--rule", action="append", type=_rule, help="patience=N,fraction=F (repeatable; default: "
+                                                                    "the trainer's default rule)")
+    parser.add_argument("--snapshots", help="the --snapshots folder of the runs, to judge steps not judged yet")
+    parser.add_argument("--judged", default="bench_out/judged.jsonl",
+                        help="cache of the steps judged here (judged*.jsonl beside it are read too: one per shard)")
+    parser.add_argument("--judge", action="store_true", help="judge the steps where the rules stop that no record "
+                        "judged (from --snapshots, else by training again up to them)")
+    parser.add_argument("--shard", default="0/1", help="i/n: judge every n-th cell from the i-th")
+    args = parser.parse_args(argv)
+    from ti_core.demo import DemoConfig
+    from ti_core.train import TrainConfig
+
+    rules = args.rule or [{"patience": DemoConfig().early_stop, "fraction": TrainConfig.early_stop_fraction}]
+    cells = _records(args.files)
+    _read_judged(cells, Path(args.judged))
+    if args.judge:
+        wanted = {k: {stop_step(c["val_losses"], **r) or c["steps"] for r in rules} for k, c in cells.items()}
+        shard = tuple(int(x) for x in args.shard.split("/"))
+        _judge_missing(cells, wanted, Path(args.snapshots) if args.snapshots else None, Path(args.judged), shard)
+    print(f"{len(cells)} cells")
+    for line in report(cells, rules):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
