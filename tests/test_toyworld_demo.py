@@ -73,6 +73,6 @@ def test_the_readme_describes_the_demo_config():
     readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
     for phrase in (f"from the word `{config.init_text}` (batch {config.batch_size},",
                    f"a validation loss every {config.validate_every} steps",
-                   f"early stop after {config.early_stop} validations without a "
-                   f"{TrainConfig.early_stop_delta:.1%} lower one", f"at most {config.steps} steps"):
+                   f"early stop after {config.early_stop} validations that lower it by less than "
+                   f"{TrainConfig.early_stop_fraction:.0%} of its fall so far", f"at most {config.steps} steps"):
         assert phrase in readme, phrase

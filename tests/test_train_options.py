@@ -72,9 +72,9 @@ def test_help_texts_read_thresholds_from_the_config(monkeypatch):
     from ti_core.train_config import help_text
 
     option = dict((n, o) for n, o, _, _ in options())["early_stop"]
-    assert "0.2%" in help_text(option)
+    assert "10% of its fall" in help_text(option)
     for path in [*(ROOT / "ti_core").glob("*.py"), *(ROOT / "nodes").glob("*.py"), *(ROOT / "js").rglob("*.js")]:
-        assert not re.search(r"0\.2%+ (lower|better)", path.read_text()), path
+        assert not re.search(r"\d+%+ of (its|the) (fall|drop)", path.read_text()), path
 
 
 @pytest.mark.parametrize("changes, message", [

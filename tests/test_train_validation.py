@@ -71,8 +71,24 @@ def test_resume_continues_the_validation_history(tmp_path, loaded):
     (dict(early_stop=3, validate_every=0), "early_stop 3 needs validate_every"),
     (dict(validate_every=-1), "validate_every -1 must be 0"),
     (dict(validate_every=5, validation_samples=0), "validation_samples 0 must be at least 1"),
-    (dict(validate_every=5, early_stop=2, early_stop_delta=1.5), "early_stop_delta 1.5"),
+    (dict(validate_every=5, early_stop=2, early_stop_fraction=1.5), "early_stop_fraction 1.5"),
 ])
 def test_bad_validation_settings_fail_before_any_work(changes, message):
     with pytest.raises(SettingError, match=message):
         TrainConfig(name="x", **changes).validate()
+
+
+def test_early_stop_compares_progress_with_the_fall_so_far_not_with_the_loss_level():
+    """A loss that fell from 1.0 to 0.5 and then gains 1% of that fall per validation (3% over 3) has stopped
+    learning at a 5% threshold; 10% per validation has not. Adding a constant to every loss (the irreducible part,
+    which depends on the pictures and the weighting) changes nothing, where a threshold relative to the loss did."""
+    from ti_core.train_callbacks import plateaued
+
+    slow = [1.0, 0.5, 0.495, 0.49, 0.485]
+    fast = [1.0, 0.5, 0.45, 0.40, 0.35]
+    for offset in (0.0, 10.0, 1000.0):
+        assert plateaued([x + offset for x in slow], patience=3, fraction=0.05)
+        assert not plateaued([x + offset for x in fast], patience=3, fraction=0.05)
+    assert not plateaued(slow, patience=4, fraction=0.05)  # not enough validations after the first to judge
+    assert plateaued([1.0, 1.0, 1.0], patience=2, fraction=0.05)  # nothing learned and nothing learning
+    assert not plateaued([1.0, 0.5, 0.49, 0.3], patience=2, fraction=0.05)  # a late fall counts

@@ -185,11 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "measures how well it draws the concept")
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out; nothing in it is replaced)")
     p.add_argument("--json", action="store_true", help="print only the report, as one JSON object on one line")
-    demo, delta = DemoConfig(), TrainConfig.early_stop_delta
+    demo, fraction = DemoConfig(), TrainConfig.early_stop_fraction
     p.add_argument("--steps", type=int, help=f"training steps (default {demo.steps})")
     p.add_argument("--early-stop", type=int, metavar="N",
-                   help=f"stop after N validations (every {demo.validate_every} steps) without a "
-                        f"{delta * 100:.1f}%% lower loss (default {demo.early_stop}; 0 = all steps)")
+                   help=f"stop after N validations (every {demo.validate_every} steps) that lower the loss by less "
+                        f"than {fraction * 100:.0f}%% of its fall so far (default {demo.early_stop}; 0 = all steps)")
     p.add_argument("--samples", type=int,
                    help=f"pictures per measure, for the word and the baseline (default {demo.samples})")
     p.add_argument("--concept", metavar="WORDS",

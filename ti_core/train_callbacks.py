@@ -44,18 +44,20 @@ class Validation(Callback):
         if self.plateaued(trainer.val_losses):
             trainer.outcome = "early_stop"
             logging.getLogger("ti_core").info(
-                f"early stop at step {trainer.step}: the validation loss has not improved by "
-                f"{config.early_stop_delta:.1%} in {config.early_stop} validations")
+                f"early stop at step {trainer.step}: {config.early_stop} validations lowered the loss by less "
+                f"than {config.early_stop_fraction:.0%} of its fall since the start")
 
     def plateaued(self, val_losses: list) -> bool:
-        return plateaued([loss for _, loss in val_losses], self.config.early_stop, self.config.early_stop_delta)
+        return plateaued([loss for _, loss in val_losses], self.config.early_stop, self.config.early_stop_fraction)
 
 
-def plateaued(losses: list, patience: int, delta: float) -> bool:
-    """`patience` validations in a row without beating the best before them by the fraction `delta`."""
+def plateaued(losses: list, patience: int, fraction: float) -> bool:
+    """The last `patience` validations lowered the best loss before them by at most `fraction` of that best's fall
+    from the first loss: the word has stopped learning, measured against what it has learned so far."""
     if not patience or len(losses) <= patience:
         return False
-    return min(losses[-patience:]) > min(losses[:-patience]) * (1 - delta)
+    best = min(losses[:-patience])
+    return best - min(losses[-patience:]) <= fraction * max(0.0, losses[0] - best)
 
 
 class Saver(Callback):
