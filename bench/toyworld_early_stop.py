@@ -156,6 +156,28 @@ def report(cells: dict, rules: list, samples: int = 16) -> list:
     return lines
 
 
+def by_concept(cells: dict, rule: dict) -> list:
+    """Per concept (over its seeds and picture counts): reconstruction and editability, min / mean, where `rule`
+    stops, and how many cells reach the bar (>= 85 % and >= 90 %)."""
+    groups = defaultdict(list)
+    for c in cells.values():
+        scores = c["points"].get(stop_step(c["val_losses"], **rule) or c["steps"])
+        if scores is not None:
+            groups[c["cell"]["what"]].append(scores)
+    lines = ["| concept | cells | reconstruction min / mean | editability min / mean | at the bar |",
+             "|---|---|---|---|---|"]
+    everything = []
+    for what, rows in [*sorted(groups.items()), ("all", None)]:
+        rows = rows if rows is not None else everything
+        everything += rows if what != "all" else []
+        recon = [100 * s["reconstruction"] for s in rows]
+        edit = [100 * s["editability"] for s in rows]
+        bar = sum(s["reconstruction"] >= 0.85 and s["editability"] >= 0.90 for s in rows)
+        lines.append(f"| {what} | {len(rows)} | {min(recon):.0f} / {statistics.mean(recon):.0f} % | "
+                     f"{min(edit):.0f} / {statistics.mean(edit):.0f} % | {bar} |")
+    return lines
+
+
 def _beyond_noise(a: dict, b: dict, samples: int) -> bool:
     """Whether b is better than a by more than two standard errors of the difference of two judged fractions
     (each over `samples` pictures), in reconstruction or editability."""
@@ -183,6 +205,7 @@ def main(argv=None) -> int:
                         help="cache of the steps judged here (judged*.jsonl beside it are read too: one per shard)")
     parser.add_argument("--judge", action="store_true", help="judge the steps where the rules stop that no record "
                         "judged (from --snapshots, else by training again up to them)")
+    parser.add_argument("--by-concept", action="store_true", help="a table per concept where the first rule stops")
     parser.add_argument("--shard", default="0/1", help="i/n: judge every n-th cell from the i-th")
     args = parser.parse_args(argv)
     from ti_core.demo import DemoConfig
@@ -198,6 +221,10 @@ def main(argv=None) -> int:
     print(f"{len(cells)} cells")
     for line in report(cells, rules):
         print(line)
+    if args.by_concept:
+        print(f"\nwhere {','.join(f'{k}={v}' for k, v in rules[0].items())} stops:")
+        for line in by_concept(cells, rules[0]):
+            print(line)
     return 0
 
 

@@ -127,7 +127,7 @@ def judge_snapshots(model, judge, cell: Cell, config, path, steps) -> dict:
 
     from ..embeddings import Embedding
 
-    kept = torch.load(path)
+    kept = torch.load(path, weights_only=True)
     with tempfile.TemporaryDirectory() as tmp:
         _, seen = _draw(cell, Path(tmp))
     return {str(s): _measure(model, judge, cell, "embedding:w", seen, config, [Embedding("w", kept[s])])
