@@ -161,6 +161,11 @@ class TITrainEmbedding:
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def train(self, model, name, resume, images=None, image_batch=None, unique_id=None, **inputs):
+        comfy.make_room(model.device)  # ComfyUI's models may have come back onto the GPU since TILoadModel ran
+        return self.run(model, name, resume, images, image_batch, unique_id, inputs)
+
+    def run(self, model, name, resume, images, image_batch, unique_id, inputs: dict) -> dict:
+        """Train `model` (an SDModel) with the node's inputs; the node's ui and (embedding, loss chart)."""
         from ..ti_core.embeddings import check_name
         from ..ti_core.train import TrainConfig, train
         from . import status
@@ -175,7 +180,6 @@ class TITrainEmbedding:
                              resume=resume_state(output, resume, state), state_path=str(state))
         progress = comfy.Progress(config.steps)
         reporter = StepReporter(unique_id, config.name, progress)
-        comfy.make_room(model.device)  # ComfyUI's models may have come back onto the GPU since TILoadModel ran
         result = train(model, training_images(images, image_batch), config, on_step=reporter,
                        should_stop=progress.should_stop)
         report = result.report()

@@ -55,7 +55,7 @@ def test_registry_every_node_is_documented(nodes):
     served = {p.name for p in (ROOT / pack.WEB_DIRECTORY).glob("*.js")}
     assert {"training_monitor.js", "embedding_info.js", "node_notes.js"} <= served
     assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(nodes)
-    assert len(nodes) == 8
+    assert len(nodes) == 10
     for node_id, cls in nodes.items():
         assert node_id.startswith("TI")
         assert cls.CATEGORY == "textual_inversion"
@@ -79,7 +79,7 @@ def test_pack_imports_without_torch_heavy_modules_or_comfyui():
             "m = importlib.util.module_from_spec(spec); sys.modules['p'] = m; spec.loader.exec_module(m);"
             "print(len(m.NODE_CLASS_MAPPINGS), 'diffusers' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["8", "False", "False"]
+    assert out == ["10", "False", "False"]
 
 
 # ------------------------------------------------------------------------------------------ adapter
