@@ -1,9 +1,9 @@
-// TITrainEmbedding: a live loss chart (raw loss grey, smoothed blue, validation loss red) and two status lines,
+// TITrainEmbedding and TITrainEmbeddingNative: a live loss chart (raw loss grey, smoothed blue, validation loss red) and two status lines,
 // fed by the node's "textual_inversion.progress" / ".done" PromptServer events. The preview pictures are drawn
 // by ComfyUI itself (the node passes them to its progress bar), so the panel does not show them a second time.
 import { addPanel, api, app, chainCallback, lastOutput, nodeFromEvent } from "./common/util.js";
 
-const NODE = "TITrainEmbedding";
+const NODES = new Set(["TITrainEmbedding", "TITrainEmbeddingNative"]);
 const LINE = "white-space:pre;overflow:hidden;text-overflow:ellipsis;";
 
 function makePanel(node) {
@@ -116,7 +116,7 @@ app.registerExtension({
     api.addEventListener("textual_inversion.done", onDone);
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name !== NODE) return;
+    if (!NODES.has(nodeData.name)) return;
     chainCallback(nodeType.prototype, "onNodeCreated", function () {
       makePanel(this);
     });
