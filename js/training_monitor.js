@@ -1,6 +1,8 @@
 // TITrainEmbedding and TITrainEmbeddingNative: a live loss chart (raw loss grey, smoothed blue, validation loss red) and two status lines,
 // fed by the node's "textual_inversion.progress" / ".done" PromptServer events. The preview pictures are drawn
 // by ComfyUI itself (the node passes them to its progress bar), so the panel does not show them a second time.
+// After a run the node's ui output carries the whole series (`losses`), so the chart is drawn again after a reload
+// or a tab switch; the node sends no chart picture, which the front end would add under the panel.
 import { addPanel, api, app, chainCallback, lastOutput, nodeFromEvent } from "./common/util.js";
 
 const NODES = new Set(["TITrainEmbedding", "TITrainEmbeddingNative"]);
@@ -21,10 +23,23 @@ function makePanel(node) {
   node.tiMonitor = { root, lines, canvas, losses: [], smoothed: [], validation: [] };
   setStatus(node.tiMonitor, "not trained yet", "");
   // after a tab switch the graph is rebuilt: the live chart is gone, but the last run's outcome is kept
-  setTimeout(() => {
-    const outcome = lastOutput(node)?.outcome?.[0];
-    if (outcome) showOutcome(node.tiMonitor, outcome);
-  }, 0);
+  setTimeout(() => showOutput(node, lastOutput(node)), 0);
+}
+
+// The last run as the node's ui output gave it: the outcome line and the whole loss chart.
+function showOutput(node, output) {
+  const monitor = node.tiMonitor;
+  if (!monitor || !output) return;
+  const outcome = output.outcome?.[0];
+  if (outcome) showOutcome(monitor, outcome);
+  const series = output.losses?.[0];
+  if (series) {
+    const finite = (v) => (v === null ? NaN : v);
+    monitor.losses = (series.loss ?? []).map(finite);
+    monitor.smoothed = (series.smoothed ?? []).map(finite);
+    monitor.validation = (series.validation ?? []).map(([step, v]) => [step, finite(v)]);
+    drawChart(monitor);
+  }
 }
 
 // `outcome` is TrainResult.report(): the words (label) come from the trainer, so they never drift apart
@@ -119,6 +134,9 @@ app.registerExtension({
     if (!NODES.has(nodeData.name)) return;
     chainCallback(nodeType.prototype, "onNodeCreated", function () {
       makePanel(this);
+    });
+    chainCallback(nodeType.prototype, "onExecuted", function (output) {
+      showOutput(this, output);
     });
   },
 });

@@ -95,17 +95,6 @@ def training_images(images, image_batch) -> list:
     return pictures
 
 
-def save_temp_png(img, prefix: str) -> dict:
-    """Write a PNG into ComfyUI's temp folder; the dict is what a node's ui "images" entry shows."""
-    import uuid
-
-    folder = comfy.temp_directory()
-    folder.mkdir(parents=True, exist_ok=True)
-    filename = f"{prefix}_{uuid.uuid4().hex[:12]}.png"
-    img.save(folder / filename)
-    return {"filename": filename, "subfolder": "", "type": "temp"}
-
-
 class TITrainEmbedding:
     DESCRIPTION = ("Teach the model a new word from a few pictures (textual inversion): only the word's vectors "
                    "are trained; the model stays unchanged. Saves models/embeddings/<name>.safetensors (usable as "
@@ -188,5 +177,10 @@ class TITrainEmbedding:
         comfy.send_event("done", {"node": unique_id, **report})
         progress.finish()  # a Cancel is reported as an interrupt, after the file was saved whole
         chart = draw_loss_chart(result.losses, reporter.smoothed, result.val_losses)
-        return {"ui": {"text": [result.summary()], "outcome": [report], "images": [save_temp_png(chart, "ti_loss")]},
+        # The chart travels as data, which js/training_monitor.js draws in its own panel (live during the run,
+        # and again after a reload); not as a ui image, which the front end would add under the panel (the node
+        # then grows over the one below, and keeps the last run's picture during the next run).
+        series = {"loss": [_json(v) for v in result.losses], "smoothed": [_json(v) for v in reporter.smoothed],
+                  "validation": [[step, _json(v)] for step, v in result.val_losses]}
+        return {"ui": {"text": [result.summary()], "outcome": [report], "losses": [series]},
                 "result": (result.embedding, pil_to_image([chart]))}

@@ -47,11 +47,15 @@ def test_train_reports_progress_events_and_saves(nodes, fake, setup):
     assert torch.equal(load_embedding(path).vectors["emb_params"], embedding.vectors["emb_params"])
     assert embedding.vectors["emb_params"].shape == (2, 32)
     assert chart.shape == (1, 256, 512, 3)
-    assert out["ui"]["images"][0]["type"] == "temp"
-    assert (fake.base / "temp" / out["ui"]["images"][0]["filename"]).is_file()
+    # the chart goes to the browser as data (the panel draws it), never as a picture shown on the node
+    assert "images" not in out["ui"]
+    series = out["ui"]["losses"][0]
+    assert len(series["loss"]) == len(series["smoothed"]) == 4 and all(v > 0 for v in series["loss"])
     calls = fake.bars[-1].calls
     assert [c[0] for c in calls] == [1, 2, 3, 4] and fake.bars[-1].total == 4
     assert [c[2] is not None for c in calls] == [False, True, False, True]  # previews on the progress bar
+    # a 32 px preview is sent enlarged with square pixels, so the front end does not draw it as a thin strip
+    assert calls[1][2][0] == "JPEG" and calls[1][2][1].size == (256, 256)
     progress = [d for e, d in fake.events if e == "textual_inversion.progress"]
     assert [d["step"] for d in progress] == [1, 2, 3, 4]
     assert all(d["node"] == "7" and d["loss"] > 0 and "smoothed_loss" in d and d["lr"] == 1e-2 for d in progress)

@@ -103,6 +103,20 @@ def test_ui_workflow_uses_registered_nodes_and_valid_widgets(name):
     assert ui["last_link_id"] == len(ui["links"]) and ui["last_node_id"] == max(nodes)
 
 
+class ImageScaleBy:
+    """Stands in for ComfyUI's ImageScaleBy (nearest-exact) in graph runs."""
+
+    FUNCTION = "upscale"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",)}}
+
+    def upscale(self, image, upscale_method, scale_by):
+        factor = int(scale_by)
+        return (image.repeat_interleave(factor, 1).repeat_interleave(factor, 2),)
+
+
 class PreviewImage:
     """Stands in for ComfyUI's PreviewImage in graph runs."""
 
@@ -135,7 +149,7 @@ def test_api_workflows_run_through_the_nodes_on_the_built_in_model(tmp_path, mon
     import torch
 
     fake = FakeComfy(tmp_path).install(monkeypatch)
-    mappings = {**load_pack().NODE_CLASS_MAPPINGS, "PreviewImage": PreviewImage}
+    mappings = {**load_pack().NODE_CLASS_MAPPINGS, "PreviewImage": PreviewImage, "ImageScaleBy": ImageScaleBy}
     apis = {n: json.loads((WORKFLOWS / "api" / f"{n}.json").read_text()) for n in TOY}
     assert {api["1"]["inputs"]["model_name"] for api in apis.values()} == {builder().BUILTIN_NAME}
     PreviewImage.shown.clear()
@@ -148,7 +162,8 @@ def test_api_workflows_run_through_the_nodes_on_the_built_in_model(tmp_path, mon
     assert trained["3"][0].name == "purple-star" and trained["3"][0].vectors["emb_params"].shape == (1, 128)
     # size 0 = the model's own: 32 px for the built-in model
     assert generated["5"][0].shape == (4, 32, 32, 3) and both["6"][0].shape == (4, 32, 32, 3)
-    assert (4, 32, 32, 3) in PreviewImage.shown and (4, 128, 128, 3) in PreviewImage.shown
+    # the toy model's 32 px samples are shown 8x larger (a thin strip otherwise); the training pictures at 128
+    assert (4, 256, 256, 3) in PreviewImage.shown and (4, 128, 128, 3) in PreviewImage.shown
     assert any(e == "textual_inversion.progress" for e, _ in fake.events)
     assert pack_module("nodes.model_nodes").model_choices()[0] == builder().BUILTIN_NAME
 

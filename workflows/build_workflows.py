@@ -37,6 +37,7 @@ CORE_NODES = {
                  ["seed", None, "steps", "cfg", "sampler_name", "scheduler", "denoise"], [("LATENT", "LATENT")]),
     "VAEDecode": ({"samples": "LATENT", "vae": "VAE"}, [], [("IMAGE", "IMAGE")]),
     "SaveImage": ({"images": "IMAGE"}, ["filename_prefix"], []),
+    "ImageScaleBy": ({"image": "IMAGE"}, ["upscale_method", "scale_by"], [("IMAGE", "IMAGE")]),
 }
 FRONT_END_ONLY = ("Note",)  # nodes the front end keeps out of the API prompt
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # a placeholder: the user picks their own checkpoint
@@ -53,6 +54,12 @@ def train_inputs(name: str) -> dict:
             "steps": 300, "learning_rate": "5e-3", "batch_size": 8, "grad_accum": 1, "template": "captions",
             "crop": "center", "resolution": 0, "save_every": 100, "preview_every": 50, "train_seed": 0,
             "resume": False, "precision": "model", "validate_every": 25, "early_stop": 0}
+
+
+# The toy model draws 32 px pictures; shown at that size they are a thin strip on the node. Square pixels, 8x.
+def enlarged(image: list) -> dict:
+    return {"class_type": "ImageScaleBy", "inputs": {"image": image, "upscale_method": "nearest-exact",
+                                                     "scale_by": 8.0}}
 
 
 def prompt(text: str, embedding=None) -> dict:
@@ -81,7 +88,8 @@ WORKFLOWS = {
         "3": prompt("a photo of a embedding:purple-star on a green background", ["2", 0]),
         "4": prompt(""),
         "5": {"class_type": "TISample", "inputs": sample_inputs("3", "4")},
-        "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+        "7": enlarged(["5", 0]),
     },
     "ti_train_then_generate": {
         "1": LOAD, "2": IMAGES,
@@ -90,8 +98,9 @@ WORKFLOWS = {
         "4": prompt("a embedding:my-star on a yellow background", ["3", 0]),
         "5": prompt(""),
         "6": {"class_type": "TISample", "inputs": sample_inputs("4", "5")},
-        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["9", 0]}},
         "8": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
+        "9": enlarged(["6", 0]),
     },
 }
 
@@ -164,10 +173,12 @@ TOY_NOTES = {
                           "loss chart and previews show on the trainer. For your own checkpoint use "
                           "ti_native_train_then_generate.",
     "ti_generate_with_embedding": "Offline demo: draws 'purple-star' (run ti_train_embedding first) with the "
-                                  "built-in toy model: 4 pictures of 32 x 32 px. With your own checkpoint use "
-                                  "ti_native_generate_with_embedding (ComfyUI's KSampler).",
+                                  "built-in toy model: 4 pictures of 32 x 32 px, shown 8x larger (Upscale Image "
+                                  "By). With your own checkpoint use ti_native_generate_with_embedding "
+                                  "(ComfyUI's KSampler).",
     "ti_train_then_generate": "Offline demo in one queue: the built-in toy model learns 'my-star', then draws it "
-                              "on a yellow background (4 pictures of 32 x 32 px), about a minute on a CPU.",
+                              "on a yellow background (4 pictures of 32 x 32 px, shown 8x larger by Upscale "
+                              "Image By), about a minute on a CPU.",
 }
 for _name, _text in TOY_NOTES.items():
     WORKFLOWS[_name][str(max(int(n) for n in WORKFLOWS[_name]) + 1)] = note(_text)
@@ -329,7 +340,8 @@ def thumbnails(mappings: dict, titles: dict) -> dict:
     return out
 
 
-CORE_TITLES = {"CheckpointLoaderSimple": "Load Checkpoint", "CLIPTextEncode": "CLIP Text Encode (Prompt)",
+CORE_TITLES = {"ImageScaleBy": "Upscale Image By",
+               "CheckpointLoaderSimple": "Load Checkpoint", "CLIPTextEncode": "CLIP Text Encode (Prompt)",
                "EmptyLatentImage": "Empty Latent Image", "VAEDecode": "VAE Decode", "SaveImage": "Save Image",
                "PreviewImage": "Preview Image", "KSampler": "KSampler", "Note": "Note"}
 
