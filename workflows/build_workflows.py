@@ -20,9 +20,11 @@ from ti_core.toyworld.model import BUILTIN_NAME
 
 HERE = Path(__file__).resolve().parent
 
-# Room for the panels our JS adds (js/*.js, + margin), so nodes do not overlap; the trainer's also for the loss
-# chart ComfyUI shows on it after a run, which would otherwise grow the node over the one below.
-PANEL_HEIGHT = {"TITrainEmbedding": 290, "TITrainEmbeddingNative": 290, "TILoadEmbedding": 130,
+# Room for the panels our JS adds (js/*.js, + margin), so nodes do not overlap; the trainer's also for the sample
+# preview the front end shows on it (from the progress bar) once one is drawn: Nodes 2.0 (front end 1.58) shows it
+# at the node's full width, 340 px square, and would otherwise grow the node over the one below.
+TRAINER_ROOM = 290 + 370
+PANEL_HEIGHT = {"TITrainEmbedding": TRAINER_ROOM, "TITrainEmbeddingNative": TRAINER_ROOM, "TILoadEmbedding": 130,
                 "TILoadImages": 140, "Note": 300, "CLIPTextEncode": 60}
 
 # Core ComfyUI nodes the examples use: id -> (input name -> type, widget names in order, outputs), as in
