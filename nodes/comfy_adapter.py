@@ -146,19 +146,6 @@ def throw_if_interrupted() -> None:
         mm.throw_exception_if_processing_interrupted()
 
 
-SMALLEST_PREVIEW = 256  # pixels; the front end draws a preview at its own size, so a 32 px one is a thin strip
-
-
-def enlarge(image, smallest: int = SMALLEST_PREVIEW):
-    """A PIL image whose short side is below `smallest`, scaled up by a whole factor with square pixels (nearest
-    neighbour: no blur is added to what the model drew); larger images as they are."""
-    short = min(image.size)
-    if short >= smallest or short == 0:
-        return image
-    factor = -(-smallest // short)
-    return image.resize((image.size[0] * factor, image.size[1] * factor), 0)  # 0 = Image.NEAREST
-
-
 class Progress:
     """ComfyUI's progress bar for one node, or nothing outside ComfyUI.
 
@@ -176,7 +163,7 @@ class Progress:
         if self._bar is None:
             return
         try:
-            shown = ("JPEG", enlarge(preview), self.preview_size) if preview is not None else None
+            shown = ("JPEG", preview, self.preview_size) if preview is not None else None
             self._bar.update_absolute(value, self.total, shown)
         except Exception as exc:
             if not _is_interrupt(exc):

@@ -117,11 +117,8 @@ def test_adapter_uses_comfyui_when_present(fake):
     assert comfy.folder_paths_for("embeddings") == [fake.base / "models" / "embeddings"]
     assert comfy.input_directory() == fake.base / "input"
     progress = comfy.Progress(4)
-    from PIL import Image
-
-    big = Image.new("RGB", (300, 260))
-    progress.update(2, preview=big)
-    assert fake.bars[-1].calls == [(2, 4, ("JPEG", big, 512))]
+    progress.update(2, preview="img")
+    assert fake.bars[-1].calls == [(2, 4, ("JPEG", "img", 512))]
     comfy.send_event("progress", {"step": 2})
     assert fake.events == [("textual_inversion.progress", {"step": 2})]
     assert comfy.make_room(torch.device("cpu")) is False and fake.freed == []

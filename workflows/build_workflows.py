@@ -20,10 +20,9 @@ from ti_core.toyworld.model import BUILTIN_NAME
 
 HERE = Path(__file__).resolve().parent
 
-# Room for the panels our JS adds (js/*.js, + margin), so nodes do not overlap; the trainer's also for the sample
-# preview the front end shows on it (from the progress bar) once one is drawn: Nodes 2.0 (front end 1.58) shows it
-# at the node's full width, 340 px square, and would otherwise grow the node over the one below.
-TRAINER_ROOM = 290 + 370
+# Room for the panels our JS adds (js/*.js, + margin), so nodes do not overlap. The trainer's panel holds its chart,
+# status lines and the sample preview in a fixed height; it shows no node image (which would grow the node).
+TRAINER_ROOM = 430
 PANEL_HEIGHT = {"TITrainEmbedding": TRAINER_ROOM, "TITrainEmbeddingNative": TRAINER_ROOM, "TILoadEmbedding": 130,
                 "TILoadImages": 140, "Note": 300, "CLIPTextEncode": 60}
 
