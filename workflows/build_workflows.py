@@ -23,6 +23,9 @@ HERE = Path(__file__).resolve().parent
 # Room for the panels our JS adds (js/*.js, + margin), so nodes do not overlap. The trainer's panel holds its chart,
 # status lines and the sample preview in a fixed height; it shows no node image (which would grow the node).
 TRAINER_ROOM = 430
+# ComfyUI's bundled front end (1.27) widens our nodes to about 430 px when it opens a workflow, whatever the file
+# says: nodes this wide, in columns this far apart, do not overlap in either front end.
+NODE_WIDTH, COLUMN = 440, 500
 PANEL_HEIGHT = {"TITrainEmbedding": TRAINER_ROOM, "TITrainEmbeddingNative": TRAINER_ROOM, "TILoadEmbedding": 130,
                 "TILoadImages": 140, "Note": 300, "CLIPTextEncode": 60}
 
@@ -248,8 +251,8 @@ def to_ui(api: dict, mappings: dict, name: str = "workflow") -> dict:
         height = 80 + 26 * len(widgets) + 22 * len(sockets) + PANEL_HEIGHT.get(node["class_type"], 0)
         rows[column] = row + height + 60
         nodes.append({
-            "id": int(node_id), "type": node["class_type"], "pos": [60 + 400 * column, 60 + row],
-            "size": [340, height], "flags": {}, "order": order, "mode": 0, "inputs": inputs,
+            "id": int(node_id), "type": node["class_type"], "pos": [60 + COLUMN * column, 60 + row],
+            "size": [NODE_WIDTH, height], "flags": {}, "order": order, "mode": 0, "inputs": inputs,
             "outputs": [{"name": name, "type": kind, "links": out_links.get((node_id, i)), "slot_index": i}
                         for i, (name, kind) in enumerate(outputs)],
             "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": values,
