@@ -133,7 +133,8 @@ def demo_images(nodes):
     return nodes["TILoadImages"]().load("ti-demo-images", 64)["result"][0]
 
 
-@pytest.mark.parametrize("arch", ["tiny-sd1", "tiny-sd2", "tiny-sdxl"])
+@pytest.mark.parametrize("arch", ["tiny-sd1", pytest.param("tiny-sd2", marks=pytest.mark.slow),
+                                  pytest.param("tiny-sdxl", marks=pytest.mark.slow)])
 def test_graph_model_trains_bit_identical_vectors_to_tiloadmodel_on_the_same_file(arch, nodes, fake, comfy_loads):
     fp16_checkpoint = make_checkpoint(fake, arch)
     images = demo_images(nodes)
