@@ -156,3 +156,21 @@ def compare_graph(name, text, lora=None, last_layer=None):
 
 if __name__ == "__main__":
     print("use from a script")
+
+
+def last_layer_graph(name, text, layer=-2):
+    """The word applied before and after CLIPSetLastLayer, and ComfyUI's own file lookup at that layer."""
+    def save(src, label):
+        return {"class_type": "TIProbeConditioningSave", "inputs": {"conditioning": src, "label": label}}
+
+    return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+            "2": {"class_type": "TILoadEmbedding", "inputs": {"embedding_name": f"{name}.safetensors"}},
+            "3": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["1", 1], "stop_at_clip_layer": layer}},
+            "4": {"class_type": "TIApplyEmbedding", "inputs": {"clip": ["3", 0], "embedding": ["2", 0]}},
+            "5": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["4", 0]}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["3", 0]}},
+            "7": {"class_type": "TIApplyEmbedding", "inputs": {"clip": ["1", 1], "embedding": ["2", 0]}},
+            "8": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["7", 0], "stop_at_clip_layer": layer}},
+            "9": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["8", 0]}},
+            "11": save(["5", 0], "layer_applied_after"), "12": save(["6", 0], "layer_file"),
+            "13": save(["9", 0], "layer_applied_before")}

@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from drive import BASE, ROOT, Server, compare_graph, native_graph, ok, old_way_graph, reference_graph  # noqa
+from drive import (BASE, ROOT, Server, compare_graph, last_layer_graph, native_graph, ok,  # noqa
+                   old_way_graph, reference_graph)
 
 which = sys.argv[1:] or ["native", "ref", "old", "checks"]
 res = {}
@@ -45,15 +46,20 @@ if "checks" in which:
     server_run("checks", [native_graph("lora", lora=lora), compare_graph("nat", text, lora=lora),
                           compare_graph("nat", text, last_layer=-1),
                           native_graph("nat2"), native_graph("nat2", steps=4, resume=True),
-                          compare_graph("nat2", "a photo of embedding:nat2 on a table")])
+                          compare_graph("nat2", "a photo of embedding:nat2 on a table"),
+                          last_layer_graph("nat", text)])
     res["lora_changes_vectors"] = not torch.equal(vec("lora"), vec("nat"))
     res["lora_vs_plain_max_diff"] = (vec("lora") - vec("nat")).abs().max().item()
     for label in ("nat_llNone", "nat_ll-1", "nat2_llNone"):
         res["compare_" + label] = json.load(open(f"{ROOT}/compare_{label}.json"))
-    labels = ("lora_applied", "lora_file", "plain_applied", "nat2_3", "nat2_4")
+    labels = ("lora_applied", "lora_file", "plain_applied", "nat2_3", "nat2_4", "layer_applied_after",
+              "layer_file", "layer_applied_before")
     c = {k: torch.load(f"{ROOT}/cond_{k}.pt") for k in labels}
     res["lora_clip_applied_vs_file_lookup_max_diff"] = (c["lora_applied"] - c["lora_file"]).abs().max().item()
     res["lora_clip_vs_plain_clip_max_diff"] = (c["lora_applied"] - c["plain_applied"]).abs().max().item()
+    res["last_layer_-2_applied_vs_file_max_diff"] = (c["layer_applied_after"] - c["layer_file"]).abs().max().item()
+    res["last_layer_-2_apply_before_vs_after_max_diff"] = (
+        c["layer_applied_before"] - c["layer_applied_after"]).abs().max().item()
     res["retrained_cond_changed_max_diff"] = (c["nat2_4"] - c["nat2_3"]).abs().max().item()
     print(json.dumps(res, indent=1), flush=True)
 json.dump(res, open(f"{ROOT}/results_{'_'.join(which)}.json", "w"), indent=1)
