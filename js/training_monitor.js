@@ -1,9 +1,12 @@
-// TITrainEmbedding: a live loss chart (raw loss grey, smoothed blue, validation loss red) and two status lines,
-// fed by the node's "textual_inversion.progress" / ".done" PromptServer events. The preview pictures are drawn
-// by ComfyUI itself (the node passes them to its progress bar), so the panel does not show them a second time.
+// TITrainEmbedding and TITrainEmbeddingNative: a live loss chart (raw loss grey, smoothed blue, validation loss red),
+// two status lines and the latest sample preview, fed by the node's "textual_inversion.progress" / ".preview" /
+// ".done" PromptServer events. Everything sits in one panel of fixed height: previews are drawn in a fixed box
+// (pixelated, so a 32 px picture shows as a picture, not a thin strip), never as a node image, which the front end
+// adds under the widgets and which made the node grow over the one below. After a run the node's ui output
+// carries the whole loss series and the last preview, so both come back after a reload or a tab switch.
 import { addPanel, api, app, chainCallback, lastOutput, nodeFromEvent } from "./common/util.js";
 
-const NODE = "TITrainEmbedding";
+const NODES = new Set(["TITrainEmbedding", "TITrainEmbeddingNative"]);
 const LINE = "white-space:pre;overflow:hidden;text-overflow:ellipsis;";
 
 function makePanel(node) {
@@ -16,15 +19,32 @@ function makePanel(node) {
   canvas.width = 320;
   canvas.height = 120;
   canvas.style.cssText = "width:100%;height:120px;background:#1e1e1e;border-radius:4px;";
-  root.append(...lines, canvas);
-  addPanel(node, "training", root, 170);
-  node.tiMonitor = { root, lines, canvas, losses: [], smoothed: [], validation: [] };
+  const preview = document.createElement("img");
+  preview.style.cssText = "display:block;width:128px;height:128px;margin:0 auto;object-fit:contain;" +
+    "image-rendering:pixelated;background:#1e1e1e;border-radius:4px;visibility:hidden;";
+  root.append(...lines, canvas, preview);
+  addPanel(node, "training", root, 306);
+  node.tiMonitor = { root, lines, canvas, preview, losses: [], smoothed: [], validation: [] };
   setStatus(node.tiMonitor, "not trained yet", "");
   // after a tab switch the graph is rebuilt: the live chart is gone, but the last run's outcome is kept
-  setTimeout(() => {
-    const outcome = lastOutput(node)?.outcome?.[0];
-    if (outcome) showOutcome(node.tiMonitor, outcome);
-  }, 0);
+  setTimeout(() => showOutput(node, lastOutput(node)), 0);
+}
+
+// The last run as the node's ui output gave it: the outcome line and the whole loss chart.
+function showOutput(node, output) {
+  const monitor = node.tiMonitor;
+  if (!monitor || !output) return;
+  const outcome = output.outcome?.[0];
+  if (outcome) showOutcome(monitor, outcome);
+  showPreview(monitor, output.preview?.[0]);
+  const series = output.losses?.[0];
+  if (series) {
+    const finite = (v) => (v === null ? NaN : v);
+    monitor.losses = (series.loss ?? []).map(finite);
+    monitor.smoothed = (series.smoothed ?? []).map(finite);
+    monitor.validation = (series.validation ?? []).map(([step, v]) => [step, finite(v)]);
+    drawChart(monitor);
+  }
 }
 
 // `outcome` is TrainResult.report(): the words (label) come from the trainer, so they never drift apart
@@ -32,6 +52,11 @@ function showOutcome(monitor, outcome) {
   const rollbacks = outcome.nan_rollbacks ? `, ${outcome.nan_rollbacks} NaN rollback(s)` : "";
   setStatus(monitor, `${outcome.name}: ${outcome.label} at step ${outcome.step}${rollbacks}`,
     `saved ${outcome.path ?? "nothing"}`);
+}
+
+function showPreview(monitor, url) {
+  if (url) monitor.preview.src = url;
+  monitor.preview.style.visibility = url ? "visible" : "hidden";
 }
 
 function setStatus(monitor, first, second) {
@@ -90,6 +115,7 @@ function onProgress(event) {
     monitor.losses.length = 0;
     monitor.smoothed.length = 0;
     monitor.validation.length = 0;
+    showPreview(monitor, null); // the last run's picture goes with its chart
   }
   monitor.losses.push(d.loss);
   monitor.smoothed.push(d.smoothed_loss);
@@ -104,6 +130,13 @@ function onProgress(event) {
   node.setDirtyCanvas(true, false);
 }
 
+function onPreview(event) {
+  const node = nodeFromEvent(event.detail);
+  if (!node?.tiMonitor) return;
+  showPreview(node.tiMonitor, event.detail.image);
+  node.setDirtyCanvas(true, false);
+}
+
 function onDone(event) {
   const monitor = nodeFromEvent(event.detail)?.tiMonitor;
   if (monitor) showOutcome(monitor, event.detail);
@@ -113,12 +146,16 @@ app.registerExtension({
   name: "textual_inversion.TrainingMonitor",
   async setup() {
     api.addEventListener("textual_inversion.progress", onProgress);
+    api.addEventListener("textual_inversion.preview", onPreview);
     api.addEventListener("textual_inversion.done", onDone);
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name !== NODE) return;
+    if (!NODES.has(nodeData.name)) return;
     chainCallback(nodeType.prototype, "onNodeCreated", function () {
       makePanel(this);
+    });
+    chainCallback(nodeType.prototype, "onExecuted", function (output) {
+      showOutput(this, output);
     });
   },
 });

@@ -10,6 +10,7 @@ import logging
 from .embedding_nodes import TILoadEmbedding, TISaveEmbedding
 from .image_nodes import TILoadImages, TISquareCrop
 from .model_nodes import TIEncodePrompt, TILoadModel, TISample
+from .native_nodes import TIApplyEmbedding, TITrainEmbeddingNative
 from .train_nodes import TITrainEmbedding
 
 NODES = {
@@ -21,6 +22,8 @@ NODES = {
     "TITrainEmbedding": (TITrainEmbedding, "TI Train Embedding"),
     "TILoadEmbedding": (TILoadEmbedding, "TI Load Embedding"),
     "TISaveEmbedding": (TISaveEmbedding, "TI Save Embedding"),
+    "TITrainEmbeddingNative": (TITrainEmbeddingNative, "TI Train Embedding (graph's model)"),
+    "TIApplyEmbedding": (TIApplyEmbedding, "TI Apply Embedding to CLIP"),
 }
 
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in NODES.items()}

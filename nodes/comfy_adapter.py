@@ -198,3 +198,86 @@ def send_event(event: str, data: dict) -> None:
         instance.send_sync(EVENT_PREFIX + event, data)
     except Exception:  # a closed socket must not stop a training run
         log.warning("textual_inversion: could not send %s", event, exc_info=True)
+
+
+# ------------------------------------------------------------------------- the graph's MODEL, CLIP and VAE
+
+
+def graph_state_dict(model, clip, vae) -> dict:
+    """The single-file state dict of ComfyUI's MODEL, CLIP and VAE objects, got as ComfyUI's Save Checkpoint
+    gets it (comfy/sd.py:save_checkpoint): both models loaded with their patches (LoRAs, merges) written into the
+    weights, then `state_dict_for_saving`. The tensors are the graph's own weights, not copies."""
+    from ..ti_core.errors import SettingError
+
+    for what, value, needed in (("model", model, "model"), ("clip", clip, "get_sd"), ("vae", vae, "get_sd")):
+        if not hasattr(value, needed):
+            raise SettingError(f"`{what}` is a {type(value).__name__}, not ComfyUI's {what.upper()}: connect the "
+                               f"{what.upper()} output of Load Checkpoint (or of a LoRA loader or merge).")
+    mm = _optional("comfy.model_management")
+    if mm is not None and hasattr(mm, "load_models_gpu"):
+        # full load, weights patched for real: training reads every weight, and no lowvram on-the-fly patches
+        mm.load_models_gpu([model, clip.load_model()], force_patch_weights=True, force_full_load=True)
+    return model.model.state_dict_for_saving(clip.get_sd(), vae.get_sd())
+
+
+EMBEDDING_FILE_EXTENSIONS = (".safetensors", ".pt", ".bin")
+
+
+def clip_with_embeddings(clip, table: dict):
+    """A clone of ComfyUI's CLIP whose tokenizer resolves `embedding:<name>` to `table[name]` (a dict of
+    embedding-file keys to [n, width] vectors) before it looks in models/embeddings; the given CLIP is unchanged.
+    ComfyUI's CLIP.clone() shares the tokenizer, so the tokenizer (and each text encoder's tokenizer in it) is
+    copied; clones made later (CLIPSetLastLayer, LoRA loaders) keep the words."""
+    import copy
+
+    from ..ti_core.errors import SettingError
+
+    out = clip.clone()
+    tokenizer = copy.copy(out.tokenizer)
+    patched = [attr for attr, sub in vars(tokenizer).items() if callable(getattr(sub, "_try_get_embedding", None))]
+    if not patched:
+        raise SettingError(f"this CLIP's tokenizer ({type(tokenizer).__name__}) has no CLIP-style text tokenizer "
+                           "that reads `embedding:` names; use the CLIP of an SD1.x, SD2.x or SDXL checkpoint.")
+    for attr in patched:
+        setattr(tokenizer, attr, _tokenizer_with_vectors(getattr(tokenizer, attr), table))
+    out.tokenizer = tokenizer
+    return out
+
+
+def _tokenizer_with_vectors(sub, table: dict):
+    import copy
+
+    sub = copy.copy(sub)
+    size, key, fallback = sub.embedding_size, sub.embedding_key, sub._try_get_embedding
+    if sub.embedding_directory is None:  # ComfyUI only looks `embedding:` names up when it has a folder list
+        sub.embedding_directory = []
+
+    def vectors_of(name: str):
+        for candidate in (name, *(name[: -len(x)] for x in EMBEDDING_FILE_EXTENSIONS if name.endswith(x))):
+            if candidate in table:
+                vectors = table[candidate]
+                fits = {k: v for k, v in vectors.items() if v.shape[-1] == size}
+                if not fits:
+                    widths = ", ".join(f"{k}: {v.shape[-1]}" for k, v in vectors.items())
+                    log.warning(f"textual_inversion: embedding:{name} has widths {widths}; this text encoder "
+                                f"({key}) takes {size}, so it is left out here.")
+                    return None
+                return (fits.get(key) if key in fits else next(iter(fits.values()))).detach().clone()
+        return None
+
+    def try_get_embedding(embedding_name: str):
+        words = embedding_name.split()
+        if words:
+            leftover = " ".join(words[1:])
+            found = vectors_of(words[0])
+            if found is not None:
+                return found, leftover
+            stripped = words[0].strip(",")
+            if stripped != words[0]:
+                found = vectors_of(stripped)
+                if found is not None:  # ComfyUI's own form: the commas go back into the text
+                    return found, f"{words[0][len(stripped):]} {leftover}"
+        return fallback(embedding_name)
+
+    sub._try_get_embedding = try_get_embedding
+    return sub

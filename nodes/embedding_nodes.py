@@ -41,6 +41,18 @@ class TILoadEmbedding:
         return {"required": {"embedding_name": (embedding_choices(), {
             "tooltip": "A file in models/embeddings. Pickles are read safely (tensors only, nothing runs)."})}}
 
+    @classmethod
+    def IS_CHANGED(cls, embedding_name):
+        """The file's sha256: a word retrained under the same name is read (and encoded) again, never served from
+        ComfyUI's cache."""
+        import hashlib
+
+        try:
+            path = comfy.find_file("embeddings", embedding_name)
+            return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else float("nan")
+        except (OSError, ValueError):
+            return float("nan")  # run, so the node reports the error itself
+
     def load(self, embedding_name):
         from ..ti_core.embeddings import load_embedding, name_from_path
         from ..ti_core.errors import EmbeddingError

@@ -1,4 +1,10 @@
-"""The one check for names that come from the browser or a workflow: they must stay inside an allowed folder."""
+"""The one check for names that come from the browser or a workflow: they must name something inside an
+allowed folder.
+
+The guard is on the names (no absolute path, no `..`), not on where links lead: a workflow cannot create links,
+and users link checkpoints, embeddings and picture folders into ComfyUI's folders on purpose (ComfyUI follows
+such links, and so do we).
+"""
 
 from __future__ import annotations
 
@@ -7,33 +13,36 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 
 class PathEscapeError(ValueError):
-    """A name that is absolute, holds `..`, or resolves (through links) outside its allowed folder."""
+    """A name that is absolute (outside its allowed folder) or holds `..`."""
+
+
+def _is_absolute(name: str) -> bool:
+    return bool(PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute()
+                or PureWindowsPath(name).drive or name.startswith(("/", "\\")))
 
 
 def relative_inside(root, name: str) -> str:
-    """`name` as a name relative to `root`: an absolute path is accepted only when it lies (after links) inside
-    `root`, so a workflow can name a folder either way but never reach outside."""
-    if isinstance(name, str) and (PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute()):
-        try:
-            return Path(name).resolve().relative_to(Path(root).resolve()).as_posix()
-        except ValueError:
-            raise PathEscapeError(f"{name!r} is outside {root}; put it in a folder there and give that folder's "
-                                  "name (nodes read only their own ComfyUI folders).") from None
+    """`name` as a name relative to `root`: an absolute path is accepted only when it lies inside `root` (as
+    written, or after links on both sides), so a workflow can name a folder either way but never reach outside."""
+    if isinstance(name, str) and _is_absolute(name):
+        pairs = ((os.path.abspath(root), os.path.normpath(os.path.abspath(name))),
+                 (str(Path(root).resolve()), str(Path(name).resolve())))
+        for base, path in pairs:
+            if os.path.commonpath([base, path]) == base and ".." not in PurePosixPath(name).parts:
+                return Path(path).relative_to(base).as_posix()
+        raise PathEscapeError(f"{name!r} is outside {root}; put it in a folder there and give that folder's "
+                              "name (nodes read only their own ComfyUI folders).")
     return name
 
 
 def resolve_inside(root, name: str) -> Path:
-    """`root / name`, resolved, after checking that `name` is relative, has no `..` part and stays in `root`."""
+    """`root / name` (absolute, links not resolved: they are followed when the file is opened), after checking
+    that `name` is relative and has no `..` part."""
     if not isinstance(name, str) or not name.strip() or "\x00" in name:
         raise PathEscapeError(f"{name!r} is not a file name.")
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if (PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive
-            or name.startswith(("/", "\\"))):
+    if _is_absolute(name):
         raise PathEscapeError(f"{name!r} is absolute; give a name inside {root}.")
+    parts = PurePosixPath(name.replace("\\", "/")).parts
     if ".." in parts:
         raise PathEscapeError(f"{name!r} contains '..'; give a name inside {root}.")
-    root = Path(root).resolve()
-    path = (root / Path(*parts)).resolve()
-    if os.path.commonpath([root, path]) != str(root):
-        raise PathEscapeError(f"{name!r} leads outside {root}.")
-    return path
+    return Path(os.path.abspath(root)).joinpath(*parts)

@@ -1,4 +1,4 @@
-"""Train an embedding in-process, with ComfyUI's progress bar (and previews), live loss events and Cancel."""
+"""Train an embedding in-process, with ComfyUI's progress bar, live loss and preview events, and Cancel."""
 
 from __future__ import annotations
 
@@ -57,13 +57,33 @@ def _json(value: float):
     return value if math.isfinite(value) else None
 
 
+PREVIEW_SIDE = 256  # pixels: previews are sent at most this size, the panel shows them in a fixed box
+
+
+def preview_data_url(image) -> str:
+    """A PIL image as a PNG data URL, shrunk to at most PREVIEW_SIDE (small ones are scaled up by the browser)."""
+    import base64
+    import io
+
+    image = image.copy()
+    image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 class StepReporter:
-    """on_step for ti_core.train: progress bar (with previews), browser events, status table."""
+    """on_step for ti_core.train: progress bar, browser events (losses, previews), status table.
+
+    Previews go to the node's own panel (js/training_monitor.js draws them in a fixed box), not to ComfyUI's
+    progress-bar preview: the front end shows that picture under the node's widgets, which made the node grow over
+    the one below (Nodes 2.0) and showed a 32 px picture as a thin strip."""
 
     def __init__(self, node_id, name: str, progress):
         self.node_id, self.name, self.progress = node_id, name, progress
         self.smoothed: list = []
         self.val_losses: list = []  # (step, validation loss)
+        self.last_preview = None  # the last preview's data URL
 
     def __call__(self, info) -> None:
         from ..ti_core.sample import to_pil
@@ -72,8 +92,10 @@ class StepReporter:
         self.smoothed.append(info.smoothed_loss)
         if info.val_loss is not None:
             self.val_losses.append((info.step, info.val_loss))
-        preview = to_pil(info.preview)[0] if info.preview is not None else None
-        self.progress.update(info.step, preview)
+        self.progress.update(info.step)
+        if info.preview is not None:
+            self.last_preview = preview_data_url(to_pil(info.preview)[0])
+            comfy.send_event("preview", {"node": self.node_id, "step": info.step, "image": self.last_preview})
         fields = dict(name=self.name, state="training", step=info.step, steps=info.steps, loss=_json(info.loss),
                       smoothed_loss=_json(info.smoothed_loss), lr=_json(info.lr), eta=_json(info.eta),
                       saved=info.saved, val_loss=_json(info.val_loss) if info.val_loss is not None else None)
@@ -93,17 +115,6 @@ def training_images(images, image_batch) -> list:
     if not pictures:
         raise ImageSetError("no training pictures: connect `images` (TILoadImages) or `image_batch` (an IMAGE).")
     return pictures
-
-
-def save_temp_png(img, prefix: str) -> dict:
-    """Write a PNG into ComfyUI's temp folder; the dict is what a node's ui "images" entry shows."""
-    import uuid
-
-    folder = comfy.temp_directory()
-    folder.mkdir(parents=True, exist_ok=True)
-    filename = f"{prefix}_{uuid.uuid4().hex[:12]}.png"
-    img.save(folder / filename)
-    return {"filename": filename, "subfolder": "", "type": "temp"}
 
 
 class TITrainEmbedding:
@@ -161,6 +172,11 @@ class TITrainEmbedding:
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def train(self, model, name, resume, images=None, image_batch=None, unique_id=None, **inputs):
+        comfy.make_room(model.device)  # ComfyUI's models may have come back onto the GPU since TILoadModel ran
+        return self.run(model, name, resume, images, image_batch, unique_id, inputs)
+
+    def run(self, model, name, resume, images, image_batch, unique_id, inputs: dict) -> dict:
+        """Train `model` (an SDModel) with the node's inputs; the node's ui and (embedding, loss chart)."""
         from ..ti_core.embeddings import check_name
         from ..ti_core.train import TrainConfig, train
         from . import status
@@ -175,7 +191,6 @@ class TITrainEmbedding:
                              resume=resume_state(output, resume, state), state_path=str(state))
         progress = comfy.Progress(config.steps)
         reporter = StepReporter(unique_id, config.name, progress)
-        comfy.make_room(model.device)  # ComfyUI's models may have come back onto the GPU since TILoadModel ran
         result = train(model, training_images(images, image_batch), config, on_step=reporter,
                        should_stop=progress.should_stop)
         report = result.report()
@@ -184,5 +199,12 @@ class TITrainEmbedding:
         comfy.send_event("done", {"node": unique_id, **report})
         progress.finish()  # a Cancel is reported as an interrupt, after the file was saved whole
         chart = draw_loss_chart(result.losses, reporter.smoothed, result.val_losses)
-        return {"ui": {"text": [result.summary()], "outcome": [report], "images": [save_temp_png(chart, "ti_loss")]},
-                "result": (result.embedding, pil_to_image([chart]))}
+        # The chart travels as data, which js/training_monitor.js draws in its own panel (live during the run,
+        # and again after a reload); not as a ui image, which the front end would add under the panel (the node
+        # then grows over the one below, and keeps the last run's picture during the next run).
+        series = {"loss": [_json(v) for v in result.losses], "smoothed": [_json(v) for v in reporter.smoothed],
+                  "validation": [[step, _json(v)] for step, v in result.val_losses]}
+        ui = {"text": [result.summary()], "outcome": [report], "losses": [series]}
+        if reporter.last_preview is not None:
+            ui["preview"] = [reporter.last_preview]
+        return {"ui": ui, "result": (result.embedding, pil_to_image([chart]))}

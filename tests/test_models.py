@@ -214,3 +214,87 @@ def test_the_model_prints_as_one_short_line(loaded):
     """ComfyUI copies a node's inputs into its error reports: the model must not print every layer."""
     text = repr(loaded("tiny-sd1"))
     assert "\n" not in text and len(text) < 300 and text.startswith("SDModel(sd1, epsilon, ")
+
+
+# ---------------------------------------------------------------------------------------- in-memory state dicts
+
+
+def _file_state_dict(path, inference: bool = False) -> dict:
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
+    if inference:  # as an app running under torch.inference_mode holds its weights (ComfyUI does)
+        with torch.inference_mode():
+            sd = {k: v.clone() for k, v in sd.items()}
+    return sd
+
+
+@pytest.mark.parametrize("arch", TINY)
+def test_model_from_state_dict_equals_the_file_loaded_and_shares_its_tensors(arch, single_file):
+    from ti_core.models import UNET_IN_KEY, model_from_state_dict
+
+    sd = _file_state_dict(single_file(arch))
+    model = model_from_state_dict(sd)
+    from_file = load_model(single_file(arch))
+    assert (model.family, model.prediction_type, model.dtype) == (from_file.family, from_file.prediction_type,
+                                                                   torch.float32)
+    a, b = _state(from_file), _state(model)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    # no second copy: the model's weights are the state dict's tensors
+    assert model.unet.conv_in.weight.data_ptr() == sd[UNET_IN_KEY].data_ptr()
+    prefix = {"tiny-sd1": "cond_stage_model.transformer.text_model.",
+              "tiny-sd2": "cond_stage_model.model.", "tiny-sdxl": "conditioner.embedders.1.model."}[arch]
+    token = "embeddings.token_embedding.weight" if arch == "tiny-sd1" else "token_embedding.weight"
+    assert model.text_encoders[-1].get_input_embeddings().weight.data_ptr() == sd[prefix + token].data_ptr()
+    if arch != "tiny-sd1":  # OpenCLIP's fused q/k/v: split into views, not copies
+        fused = sd[prefix + "transformer.resblocks.0.attn.in_proj_weight"]
+        q = next(v for k, v in model.text_encoders[-1].state_dict().items()
+                 if k.endswith("encoder.layers.0.self_attn.q_proj.weight"))
+        assert q.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+    shared = {t.untyped_storage().data_ptr() for t in sd.values()}
+    params = [p for m in (model.unet, model.vae, *model.text_encoders) for p in m.parameters()]
+    copied = [p for p in params if p.untyped_storage().data_ptr() not in shared]
+    assert sum(p.numel() for p in copied) <= 64 * 64  # at most the transposed text projection
+
+
+def test_model_from_state_dict_casts_only_to_another_dtype(single_file):
+    from ti_core.models import UNET_IN_KEY, model_from_state_dict
+
+    sd = _file_state_dict(single_file("tiny-sd1"))
+    model = model_from_state_dict(sd, dtype="bf16")
+    assert model.dtype == torch.bfloat16 and model.unet.conv_in.weight.dtype == torch.bfloat16
+    assert model.unet.conv_in.weight.data_ptr() != sd[UNET_IN_KEY].data_ptr()
+    assert torch.equal(model.unet.conv_in.weight, sd[UNET_IN_KEY].to(torch.bfloat16))
+
+
+def test_model_from_inference_tensors_can_be_trained_through(single_file):
+    """Weights made under inference mode cannot be saved for backward; the builder re-wraps them (no copy)."""
+    from ti_core.models import UNET_IN_KEY, model_from_state_dict
+
+    sd = _file_state_dict(single_file("tiny-sd1"), inference=True)
+    with torch.inference_mode():  # as a ComfyUI node runs
+        model = model_from_state_dict(sd)
+    assert model.unet.conv_in.weight.data_ptr() == sd[UNET_IN_KEY].data_ptr()
+    assert not model.unet.conv_in.weight.is_inference()
+    with torch.inference_mode(False):
+        vector = torch.zeros(1, 1, 32, requires_grad=True)
+        te = model.text_encoders[0]
+        te.get_input_embeddings().register_forward_hook(lambda module, args, out: out + vector)
+        hidden = te(torch.tensor([[49406, 320, 1125, 49407]])).last_hidden_state
+        latents = torch.zeros(1, 4, 8, 8)
+        model.unet(latents, 10, encoder_hidden_states=hidden).sample.square().sum().backward()
+    assert vector.grad is not None and vector.grad.abs().sum() > 0
+
+
+def test_model_from_state_dict_errors_say_what_was_seen(single_file):
+    from ti_core.models import model_from_state_dict
+
+    with pytest.raises(ModelLoadError, match="non-empty mapping"):
+        model_from_state_dict({})
+    with pytest.raises(ModelLoadError, match="no UNet weights"):
+        model_from_state_dict({"cond_stage_model.x": torch.zeros(1)})
+    sd = _file_state_dict(single_file("tiny-sd1"))
+    del sd["model.diffusion_model.out.2.weight"]
+    with pytest.raises(ModelLoadError, match="tensors missing"):
+        model_from_state_dict(sd)

@@ -55,7 +55,7 @@ def test_registry_every_node_is_documented(nodes):
     served = {p.name for p in (ROOT / pack.WEB_DIRECTORY).glob("*.js")}
     assert {"training_monitor.js", "embedding_info.js", "node_notes.js"} <= served
     assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(nodes)
-    assert len(nodes) == 8
+    assert len(nodes) == 10
     for node_id, cls in nodes.items():
         assert node_id.startswith("TI")
         assert cls.CATEGORY == "textual_inversion"
@@ -79,7 +79,7 @@ def test_pack_imports_without_torch_heavy_modules_or_comfyui():
             "m = importlib.util.module_from_spec(spec); sys.modules['p'] = m; spec.loader.exec_module(m);"
             "print(len(m.NODE_CLASS_MAPPINGS), 'diffusers' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["8", "False", "False"]
+    assert out == ["10", "False", "False"]
 
 
 # ------------------------------------------------------------------------------------------ adapter
@@ -319,3 +319,51 @@ def test_load_and_save_embedding(absent, nodes, loaded):
         call(save, embedding=embedding, name="../escape", format="safetensors")
     with pytest.raises(ValueError, match="not in models/embeddings"):
         call(nodes["TILoadEmbedding"], embedding_name="gone.pt")
+
+
+# ------------------------------------------------------------------------------------------ linked model files
+
+
+def test_linked_checkpoint_embedding_and_picture_folder_load_as_in_comfyui(nodes, fake, single_file, tmp_path):
+    """Users link files and folders into ComfyUI's folders; the nodes follow the links, as ComfyUI does."""
+    from conftest import disc_images, random_embedding
+    from ti_core.embeddings import save_embedding
+
+    outside = tmp_path / "elsewhere"
+    for sub in ("models/checkpoints", "models/embeddings", "input"):
+        (fake.base / sub).mkdir(parents=True, exist_ok=True)
+    (fake.base / "models" / "checkpoints" / "linked.safetensors").symlink_to(single_file("tiny-sd1"))
+    model = result(call(nodes["TILoadModel"], model_name="linked.safetensors", dtype="fp32"))[0]
+    assert model.family == "sd1" and model.source.endswith("linked.safetensors")
+    save_embedding(random_embedding(model, "far"), outside / "embeddings" / "far.safetensors")
+    (fake.base / "models" / "embeddings" / "shared").symlink_to(outside / "embeddings", target_is_directory=True)
+    embedding = result(call(nodes["TILoadEmbedding"], embedding_name="shared/far.safetensors"))[0]
+    assert embedding.name == "far" and embedding.vectors["emb_params"].shape == (2, 32)
+    disc_images(outside / "pictures")
+    (fake.base / "input" / "pictures").symlink_to(outside / "pictures", target_is_directory=True)
+    images = result(call(nodes["TILoadImages"], folder="pictures", preview_size=64))[0]
+    assert len(images) == 3
+
+
+@pytest.mark.parametrize("name", ["../elsewhere/x.safetensors", "/etc/passwd", "sub/../../x.safetensors"])
+def test_names_with_dotdot_or_absolute_paths_are_still_refused(nodes, fake, name):
+    safe = pack_module("nodes.safe_paths")
+    with pytest.raises(safe.PathEscapeError):
+        call(nodes["TILoadModel"], model_name=name, dtype="fp32")
+    with pytest.raises(safe.PathEscapeError):
+        call(nodes["TILoadEmbedding"], embedding_name=name)
+    with pytest.raises(safe.PathEscapeError):
+        call(nodes["TILoadImages"], folder=name, preview_size=64)
+
+
+def test_a_retrained_embedding_file_is_loaded_again_not_served_from_the_cache(nodes, fake, loaded):
+    from conftest import random_embedding
+    from ti_core.embeddings import save_embedding
+
+    path = fake.base / "models" / "embeddings" / "word.safetensors"
+    save_embedding(random_embedding(loaded("tiny-sd1"), "word", seed=1), path)
+    before = nodes["TILoadEmbedding"].IS_CHANGED("word.safetensors")
+    assert before == nodes["TILoadEmbedding"].IS_CHANGED("word.safetensors")  # unchanged: cached
+    path.unlink()
+    save_embedding(random_embedding(loaded("tiny-sd1"), "word", seed=2), path)
+    assert nodes["TILoadEmbedding"].IS_CHANGED("word.safetensors") != before  # ComfyUI runs the node again

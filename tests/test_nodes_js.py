@@ -27,7 +27,7 @@ def test_every_feature_file_registers_one_namespaced_extension():
 def test_events_the_js_listens_to_are_the_ones_the_node_sends():
     text = (JS / "training_monitor.js").read_text()
     listened = set(re.findall(r'addEventListener\("textual_inversion\.(\w+)"', text))
-    assert listened == {"progress", "done"}  # previews: ComfyUI draws them from the progress bar
+    assert listened == {"progress", "preview", "done"}
     nodes_src = (JS.parent / "nodes" / "train_nodes.py").read_text()
     for event in listened:
         assert f'send_event("{event}"' in nodes_src

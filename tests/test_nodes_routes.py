@@ -20,15 +20,37 @@ def test_resolve_inside_refuses_escapes(tmp_path, name):
         safe.resolve_inside(tmp_path, name)
 
 
-def test_resolve_inside_allows_subfolders_and_refuses_links_out(tmp_path):
+def test_resolve_inside_allows_subfolders_and_follows_links_the_user_made(tmp_path):
     safe = pack_module("nodes.safe_paths")
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)
-    assert safe.resolve_inside(root, "sub/a.pt") == (root / "sub" / "a.pt").resolve()
+    assert safe.resolve_inside(root, "sub/a.pt") == root / "sub" / "a.pt"
     assert safe.resolve_inside(root, "a..b.pt").name == "a..b.pt"
-    (root / "out").symlink_to(tmp_path, target_is_directory=True)
-    with pytest.raises(safe.PathEscapeError, match="outside"):
-        safe.resolve_inside(root, "out/secret.pt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "x.pt").write_bytes(b"x")
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)  # a folder linked in by the user
+    assert safe.resolve_inside(root, "linked/x.pt").read_bytes() == b"x"
+    (root / "y.pt").symlink_to(elsewhere / "x.pt")  # a file linked in: keeps its own name
+    assert safe.resolve_inside(root, "y.pt").name == "y.pt" and safe.resolve_inside(root, "y.pt").is_file()
+    with pytest.raises(safe.PathEscapeError, match=r"'\.\.'"):
+        safe.resolve_inside(root, "linked/../../elsewhere/x.pt")
+    with pytest.raises(safe.PathEscapeError, match="absolute"):
+        safe.resolve_inside(root, str(elsewhere / "x.pt"))
+
+
+def test_relative_inside_takes_absolute_paths_inside_the_root_only(tmp_path):
+    safe = pack_module("nodes.safe_paths")
+    root = tmp_path / "input"
+    (root / "pics").mkdir(parents=True)
+    (tmp_path / "mine").mkdir()
+    (root / "linked").symlink_to(tmp_path / "mine", target_is_directory=True)
+    assert safe.relative_inside(root, str(root / "pics")) == "pics"
+    assert safe.relative_inside(root, str(root / "linked")) == "linked"  # as written: inside
+    assert safe.relative_inside(root, "pics") == "pics"
+    for outside in (str(tmp_path / "mine"), str(root / ".." / "mine"), "/etc"):
+        with pytest.raises(safe.PathEscapeError, match="is outside"):
+            safe.relative_inside(root, outside)
 
 
 @pytest.fixture

@@ -47,16 +47,23 @@ def test_train_reports_progress_events_and_saves(nodes, fake, setup):
     assert torch.equal(load_embedding(path).vectors["emb_params"], embedding.vectors["emb_params"])
     assert embedding.vectors["emb_params"].shape == (2, 32)
     assert chart.shape == (1, 256, 512, 3)
-    assert out["ui"]["images"][0]["type"] == "temp"
-    assert (fake.base / "temp" / out["ui"]["images"][0]["filename"]).is_file()
+    # the chart goes to the browser as data (the panel draws it), never as a picture shown on the node
+    assert "images" not in out["ui"]
+    series = out["ui"]["losses"][0]
+    assert len(series["loss"]) == len(series["smoothed"]) == 4 and all(v > 0 for v in series["loss"])
     calls = fake.bars[-1].calls
     assert [c[0] for c in calls] == [1, 2, 3, 4] and fake.bars[-1].total == 4
-    assert [c[2] is not None for c in calls] == [False, True, False, True]  # previews on the progress bar
+    # previews go to the node's panel as events (a fixed box), never onto the node through the progress bar
+    assert all(c[2] is None for c in calls)
+    previews = [d for e, d in fake.events if e == "textual_inversion.preview"]
+    assert [d["step"] for d in previews] == [2, 4] and all(d["node"] == "7" for d in previews)
+    assert previews[-1]["image"].startswith("data:image/png;base64,")
+    assert out["ui"]["preview"] == [previews[-1]["image"]]  # the panel shows it again after a reload
     progress = [d for e, d in fake.events if e == "textual_inversion.progress"]
     assert [d["step"] for d in progress] == [1, 2, 3, 4]
     assert all(d["node"] == "7" and d["loss"] > 0 and "smoothed_loss" in d and d["lr"] == 1e-2 for d in progress)
-    # previews travel through the progress bar only: an event nothing listens to makes ComfyUI log its whole PNG
-    assert {e for e, _ in fake.events} == {"textual_inversion.progress", "textual_inversion.done"}
+    assert {e for e, _ in fake.events} == {"textual_inversion.progress", "textual_inversion.preview",
+                                           "textual_inversion.done"}
     assert fake.events[-1][0] == "textual_inversion.done"
     status = pack_module("nodes.status").snapshot()["7"]
     assert status["state"] == "finished" and status["step"] == 4

@@ -233,7 +233,7 @@ def _rules(arch: Arch) -> list[_Rule]:
 # ---------------------------------------------------------------- conversion
 
 
-def _to_diffusers(rule: _Rule, t: torch.Tensor) -> tuple:
+def _to_diffusers(rule: _Rule, t: torch.Tensor, share: bool = False) -> tuple:
     if rule.kind == "conv1x1":
         return (t.flatten(1),)
     if rule.kind == "transpose":
@@ -244,6 +244,8 @@ def _to_diffusers(rule: _Rule, t: torch.Tensor) -> tuple:
                 f"{rule.ldm} has shape {tuple(t.shape)}: it should hold q, k and v stacked "
                 "(first dimension a multiple of 3); the file is corrupt or not this model."
             )
+        if share:  # views of the fused tensor: no copy
+            return t.chunk(3)
         return tuple(c.clone() for c in t.chunk(3))  # own storage each, so the loaded model can be saved
     return (t,)
 
@@ -258,16 +260,23 @@ def _to_ldm(rule: _Rule, ts: list) -> torch.Tensor:
     return ts[0]
 
 
-def ldm_to_diffusers(arch: Arch, state_dict: dict[str, torch.Tensor]) -> dict:
+def ldm_to_diffusers(arch: Arch, state_dict: dict[str, torch.Tensor], share: bool = False) -> dict:
     """-> {"unet": {...}, "vae": {...}, "text_encoders": ({...}, ...)} keyed like the `build_components(arch)`
     modules' state_dict(). Keys the model does not use (EMA copies, `logit_scale`, SD2's unused last OpenCLIP
-    layer, `position_ids`, markers) are ignored; keys the model needs but the input lacks are left out."""
+    layer, `position_ids`, markers) are ignored; keys the model needs but the input lacks are left out.
+    With `share`, the fused OpenCLIP q/k/v tensors are split into views instead of copies (the result then
+    shares storage with the input everywhere except transposed projections)."""
     parts = {"unet": {}, "vae": {}, **{f"text{i}": {} for i in range(len(arch.text_encoders))}}
     for rule in _rules(arch):
         if rule.ldm in state_dict:
-            parts[rule.part].update(zip(rule.diffusers, _to_diffusers(rule, state_dict[rule.ldm])))
+            parts[rule.part].update(zip(rule.diffusers, _to_diffusers(rule, state_dict[rule.ldm], share)))
     texts = tuple(parts[f"text{i}"] for i in range(len(arch.text_encoders)))
     return {"unet": parts["unet"], "vae": parts["vae"], "text_encoders": texts}
+
+
+def single_file_keys(arch: Arch) -> frozenset:
+    """Every key a single file of `arch` holds for its modules (without markers and position ids)."""
+    return frozenset(r.ldm for r in _rules(arch))
 
 
 def diffusers_to_ldm(arch: Arch, unet: dict, vae: dict, text_encoders: tuple[dict, ...]) -> dict[str, torch.Tensor]:

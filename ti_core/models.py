@@ -9,6 +9,7 @@ bundled CLIP tokenizer, so nothing is fetched.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +210,83 @@ def _load_single_file(path: Path, dtype, family, prediction_type) -> SDModel:
     del state_dict
     hint = f"if the family was guessed wrong, pass family=... (detected: {detected})"
     return _assemble(arch, parts, dtype, prediction_type, path, tokenizers_for(arch), hint)
+
+
+UNET_IN_KEY = "model.diffusion_model.input_blocks.0.0.weight"
+
+
+def model_from_state_dict(state_dict, *, dtype=None, family=None, prediction_type=None, arch: Arch | None = None,
+                          source: str = "in-memory state dict") -> SDModel:
+    """Build the model from a state dict already in memory, in the original single-file layout (what an app that
+    has the checkpoint loaded would save: ComfyUI's `state_dict_for_saving`, A1111's `sd_model.state_dict()`).
+
+    No second copy: every tensor whose dtype is `dtype` becomes the model's weight as it is (the model shares
+    its storage, and its device); only tensors of another dtype are cast, and transposed projections (OpenCLIP)
+    are the one exception. Tensors made under `torch.inference_mode` are re-wrapped over the same storage as
+    ordinary tensors, so gradients can flow through them to trained vectors. `dtype` None: the UNet's dtype.
+    The architecture is `arch`, else the known one (published or tiny) of the detected family whose keys and
+    widths the state dict has. The caller must not change the tensors while the model is in use.
+    """
+    from .ldm_keys import ldm_to_diffusers
+
+    if not isinstance(state_dict, Mapping) or not state_dict:
+        raise ModelLoadError(f"{source}: expected a non-empty mapping of single-file keys to tensors, "
+                             f"got {type(state_dict).__name__}{' (empty)' if state_dict == {} else ''}.")
+    _check_choice(family, archs.FAMILIES, "family")
+    _check_choice(prediction_type, archs.PREDICTION_TYPES, "prediction_type")
+    detected = detect_family(state_dict, source)
+    family = family or detected
+    prediction_type = prediction_type or detect_prediction_type(state_dict, family)
+    unet_in = state_dict[UNET_IN_KEY]
+    dtype = unet_in.dtype if dtype is None else resolve_dtype(dtype)
+    arch = arch or arch_for_state_dict(state_dict, family, prediction_type)
+    with torch.inference_mode(False):  # casts made below must be ordinary tensors too
+        plain = {k: _ordinary(v) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+        parts = ldm_to_diffusers(arch, plain, share=True)
+        del plain
+        hint = f"the state dict does not fit the {arch.name} architecture (detected family: {detected})"
+        model = _assemble(arch, parts, dtype, prediction_type, source, tokenizers_for(arch), hint)
+    model.device = unet_in.device
+    for module in (model.unet, model.vae, *model.text_encoders):
+        module.to(model.device)  # a no-op for the tensors already there
+    return model
+
+
+def _ordinary(t: torch.Tensor) -> torch.Tensor:
+    """`t`, or for an inference tensor an ordinary tensor over the same storage (no copy). Call it outside
+    inference mode."""
+    if not t.is_inference():
+        return t
+    return torch.empty(0, dtype=t.dtype, device=t.device).set_(t.untyped_storage(), t.storage_offset(),
+                                                               t.size(), t.stride())
+
+
+def arch_for_state_dict(state_dict, family: str, prediction_type: str) -> Arch:
+    """The known architecture of `family` whose single-file keys all appear in `state_dict` with the UNet's,
+    VAE's and text encoders' widths: the published one first, then the tiny test ones."""
+    from .ldm_keys import single_file_keys
+
+    published = archs.published_arch(family, prediction_type)
+    candidates = [published, *(a for a in archs.ARCHS.values() if a.family == family and a is not published)]
+    for arch in candidates:
+        if single_file_keys(arch) <= state_dict.keys() and _widths_fit(arch, state_dict):
+            return arch
+    # none has every key: the one of the same widths, so that _assemble names the missing tensors
+    return next((a for a in candidates if _widths_fit(a, state_dict)), published)
+
+
+def _widths_fit(arch: Arch, state_dict) -> bool:
+    text_keys = {"sd1": ("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",),
+                 "sd2": ("cond_stage_model.model.token_embedding.weight",),
+                 "sdxl": ("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
+                          "conditioner.embedders.1.model.token_embedding.weight")}[arch.family]
+    keys = (UNET_IN_KEY, "first_stage_model.encoder.conv_in.weight", *text_keys)
+    if not all(k in state_dict for k in keys):
+        return False
+    widths = [state_dict[k].shape[0] for k in keys[:2]] + [state_dict[k].shape[-1] for k in text_keys]
+    expected = [arch.unet["block_out_channels"][0], arch.vae["block_out_channels"][0]]
+    expected += [cfg["hidden_size"] for cfg in arch.text_encoders]
+    return widths == expected
 
 
 def _load_folder(path: Path, dtype, family, prediction_type) -> SDModel:
