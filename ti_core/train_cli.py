@@ -2,11 +2,15 @@
 
 The training options are TrainConfig's (train_config.add_cli_arguments); this file adds only what a shell run
 needs besides: the model, its dtype and device, and the image folder.
+
+Under `torchrun --nproc-per-node N -m ti_core train ...` the N processes share each batch (distributed.py);
+`--batch` stays the whole batch, so a command means the same run whatever N is. Rank 0 alone writes and prints.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -27,26 +31,45 @@ def add_train_parser(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from .distributed import current, process_group
+    from .models import best_device
+
+    with process_group(args.device or best_device()) as device:
+        main = current().is_main
+        result = train_from_args(args, device, chosen=bool(args.device))
+    if main:
+        print(result.summary() + (f" (resume state {result.state_path})" if result.state_path else ""))
+    return 0
+
+
+def train_from_args(args, device: str, chosen: bool = True):
+    """The run the parsed `train` arguments describe, on `device`, with a progress bar and previews on rank 0;
+    returns the TrainResult."""
     from tqdm import tqdm
 
     from . import data
-    from .models import best_device, load_model
+    from .distributed import current
+    from .models import load_model
     from .sample import to_pil
     from .train import check_output, train
     from .train_config import config_from_args
 
+    world = current()
+    if not world.is_main:  # one process speaks for the run: its warnings are the others' too
+        logging.getLogger("ti_core").setLevel(logging.ERROR)
     config = config_from_args(args)
     config.validate()  # everything cheap is checked before the model loads
     out = Path(config.output)
     images, warnings = data.load_images(args.images)
-    for warning in warnings:
+    for warning in warnings if world.is_main else ():
         print(f"warning: {warning}", file=sys.stderr)
-    check_output(out, resuming=bool(config.resume))
-    device = args.device or best_device()
-    print(f"device: {device}" + ("" if args.device else " (the best available; --device to choose)"), file=sys.stderr)
+    if world.is_main:
+        check_output(out, resuming=bool(config.resume))
+        shown = f"{device} x {world.size} processes" if world.size > 1 else device
+        print(f"device: {shown}" + ("" if chosen else " (the best available; --device to choose)"), file=sys.stderr)
     model = load_model(args.model, dtype=args.dtype, device=device)
     previews = out.with_name(out.name.rsplit(".", 1)[0] + "_previews")
-    bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True, disable=not world.is_main)
 
     shown = {}
 
@@ -62,8 +85,7 @@ def cmd_train(args) -> int:
     with _ctrl_c_requests_stop() as stop:
         result = train(model, images, config, on_step=on_step, should_stop=stop)
     bar.close()
-    print(result.summary() + (f" (resume state {result.state_path})" if result.state_path else ""))
-    return 0
+    return result
 
 
 @contextlib.contextmanager
