@@ -17,17 +17,22 @@ from pathlib import Path
 
 
 def add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="learn a new word (an embedding) from a folder of 3-5 images")
+    add_train_arguments(p)
+    p.set_defaults(run=cmd_train)
+
+
+def add_train_arguments(p) -> None:
+    """The `train` command's options (also those of each line of a jobs file)."""
     from .models import DTYPES
     from .train_config import add_cli_arguments
 
-    p = sub.add_parser("train", help="learn a new word (an embedding) from a folder of 3-5 images")
     p.add_argument("--model", required=True, help="checkpoint (.safetensors/.ckpt) or diffusers folder")
     p.add_argument("--images", required=True, help="folder of images (any size; .txt captions beside them)")
     p.add_argument("--dtype", choices=DTYPES, default="fp32",
                    help="the dtype the frozen model is loaded in (default fp32); --precision is what it computes in")
     p.add_argument("--device", help="cuda, cuda:1, mps, cpu (default: the best available, in that order)")
     add_cli_arguments(p)
-    p.set_defaults(run=cmd_train)
 
 
 def cmd_train(args) -> int:
