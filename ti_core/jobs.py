@@ -64,6 +64,19 @@ def job_argv(job: dict) -> list:
     return argv
 
 
+def job_options(config, **extra) -> dict:
+    """A job line's options for a TrainConfig: the options that differ from their defaults, keyed by their flags
+    without dashes (the output is always written), then `extra` (model, images, dtype, device)."""
+    from .train_config import cli_flag, options
+
+    job = {}
+    for name, option, default, _ in options():
+        flag, value = cli_flag(name, option), getattr(config, name)
+        if flag is not None and (value != default or option.cli_required):
+            job[flag[2:]] = value
+    return {**extra, **job}
+
+
 def parse_job(job: dict, where: str) -> argparse.Namespace:
     from .train_cli import add_train_arguments
 
