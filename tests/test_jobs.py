@@ -91,3 +91,26 @@ def test_a_preempted_job_resumes_and_finished_jobs_are_skipped(tmp_path, capsys)
     assert main(["jobs", str(jobs)]) == 0  # everything done: nothing is trained or written again
     assert [json.loads(line)["status"] for line in capsys.readouterr().out.splitlines()] == ["skipped", "skipped"]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "words").iterdir()} == written
+
+
+@pytest.mark.slow
+def test_jobs_under_torchrun_train_each_word_on_both_processes_and_rank_0_reports(tmp_path):
+    from ti_core.toyworld.concept import Concept, draw_concept
+    from ti_core.toyworld.model import builtin_model_path
+
+    images = draw_concept(tmp_path / "images", Concept.parse("orange solid cross"), count=4, seed=0)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps({"model": str(builtin_model_path()), "images": str(images), "name": n,
+                                        "out": str(tmp_path / "words" / f"{n}.safetensors"), "steps": 3, "batch": 4,
+                                        "validate-every": 3, "validation-samples": 4, "device": "cpu"}) + "\n"
+                            for n in ("a", "b")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+                           "ti_core", "jobs", str(jobs)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [(r["name"], r["status"], r["step"]) for r in map(json.loads, done.stdout.splitlines())] == [
+        ("a", "trained", 3), ("b", "trained", 3)]  # one line per job: rank 0's
+    assert done.stderr.count("device: cpu x 2 processes") == 2
+    assert sorted(p.name for p in (tmp_path / "words").iterdir()) == [
+        f"{n}.{kind}" for n in ("a", "b") for kind in ("report.json", "safetensors", "state.safetensors")]
