@@ -165,3 +165,27 @@ def test_a_killed_rank_leaves_whole_files_and_one_process_resumes(tmp_path):
     assert load_embedding(out).metadata["step"] == steps
     assert main(_train_args(images, tmp_path / "ref" / "w.safetensors", "--steps", steps, *options)) == 0
     assert float((_vectors(out) - _vectors(tmp_path / "ref" / "w.safetensors")).abs().max()) < 1e-4
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_rank_0_saves_it(tmp_path):
+    """What a Slurm preemption or Ctrl-C does: torchrun passes the signal on, the ranks stop together, rank 0 saves."""
+    images = _toy_images(tmp_path / "images")
+    out = tmp_path / "w.safetensors"
+    proc = _torchrun(_train_args(images, out, "--steps", "100000", "--validate-every", "0", "--save-every", "5"),
+                     start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while not out.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert out.exists(), proc.communicate()[1][-3000:] if proc.poll() is not None else "no save within 180 s"
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert stdout.count("w: stopped on request at step") == 1, stderr[-3000:]
+    step = int(stdout.split("stopped on request at step ")[1].split(" ")[0])
+    assert step >= 5  # the stop's own save, not only the last periodic one:
+    assert load_embedding(out).metadata["step"] == str(step) == str(load_state(tmp_path / "w.state.safetensors").step)

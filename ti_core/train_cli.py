@@ -95,17 +95,21 @@ def train_from_args(args, device: str, chosen: bool = True):
 
 @contextlib.contextmanager
 def _ctrl_c_requests_stop():
-    """The first Ctrl-C asks the trainer to stop (it saves and returns); a second one interrupts at once."""
+    """The first Ctrl-C asks the trainer to stop (it saves and returns); a second one interrupts at once. SIGTERM
+    does the same: it is how torchrun ends its processes (after Ctrl-C, or when one of them died) and how a cluster
+    scheduler preempts a job, and each waits a while before killing, long enough to finish the step and save."""
     requested = []
 
     def handler(signum, frame):
         if requested:
             raise KeyboardInterrupt
         requested.append(True)
-        print("\nstopping after this step and saving (Ctrl-C again to abort without saving)", file=sys.stderr)
+        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving (Ctrl-C again to abort "
+              "without saving)", file=sys.stderr)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield lambda: bool(requested)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
