@@ -42,10 +42,12 @@ def test_a_single_process_is_a_world_of_one_that_sums_nothing():
     assert torch.equal(grad, torch.ones(2, 3)) and world.sum(2.5) == 2.5 and world.any(True) and not world.any(False)
 
 
-def test_the_shares_losses_and_gradients_sum_to_the_whole_batch(tmp_path, loaded):
+@pytest.mark.parametrize("vector_norm", ["free", "vocab"])  # vocab: the length penalty is counted once
+def test_the_shares_losses_and_gradients_sum_to_the_whole_batch(vector_norm, tmp_path, loaded):
     """What the all-reduce adds up: each rank's share of the same draw, over the global batch size."""
     model = loaded("tiny-sd1")
-    config = TrainConfig(name="disc", batch_size=5, vectors=2, validate_every=0, crop="random")
+    config = TrainConfig(name="disc", batch_size=5, vectors=2, validate_every=0, crop="random",
+                         vector_norm=vector_norm, norm_weight=1.0)
     images = _as_images(disc_images(tmp_path / "img"))
 
     def loss_and_grad(world):
