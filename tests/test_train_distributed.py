@@ -4,6 +4,7 @@ checked in one process."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -191,3 +192,45 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_rank_0_saves_it(tm
     step = int(stdout.split("stopped on request at step ")[1].split(" ")[0])
     assert step >= 5  # the stop's own save, not only the last periodic one:
     assert load_embedding(out).metadata["step"] == str(step) == str(load_state(tmp_path / "w.state.safetensors").step)
+
+
+API_SCRIPT = """
+import json, sys
+import torch.distributed as dist
+from ti_core.toyworld.model import load_toy_model
+from ti_core.train import TrainConfig, train
+
+dist.init_process_group("gloo")
+seen = []
+config = TrainConfig(name="w", init_text="heart", template="captions", batch_size=4, steps=6, validate_every=3,
+                     validation_samples=5, output=sys.argv[2] if dist.get_rank() == 0 else sys.argv[3])
+result = train(load_toy_model(), sys.argv[1], config, on_step=seen.append)
+print(json.dumps({"rank": dist.get_rank(), "path": result.path, "reports": len(seen), "val": result.val_losses,
+                  "vectors": result.embedding.vectors["emb_params"].tolist()}))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_the_python_api_finds_a_group_started_by_the_caller(tmp_path):
+    """Each rank passes its own output path here, to show that only rank 0 writes (and reports) whatever it gets."""
+    images = _toy_images(tmp_path / "images")
+    script = tmp_path / "api.py"
+    script.write_text(API_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script), str(images), *(str(tmp_path / f"r{rank}.safetensors") for rank in (0, 1))],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = sorted((json.loads(line) for line in done.stdout.splitlines()), key=lambda r: r["rank"])
+    assert [(r["path"], r["reports"]) for r in ranks] == [(str(tmp_path / "r0.safetensors"), 6), (None, 0)]
+    assert not (tmp_path / "r1.safetensors").exists() and not (tmp_path / "r1.state.safetensors").exists()
+    assert ranks[0]["val"] == ranks[1]["val"] and ranks[0]["vectors"] == ranks[1]["vectors"]  # the same everywhere
+
+    from ti_core.toyworld.model import load_toy_model
+    from ti_core.train import train
+
+    one = train(load_toy_model(), images, TrainConfig(name="w", init_text="heart", template="captions", batch_size=4,
+                                                      steps=6, validate_every=3, validation_samples=5))
+    assert float((one.embedding.vectors["emb_params"] - torch.tensor(ranks[0]["vectors"])).abs().max()) < 1e-4
+    assert [v for _, v in one.val_losses] == pytest.approx([v for _, v in ranks[0]["val"]], rel=1e-5)
