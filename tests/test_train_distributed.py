@@ -202,8 +202,9 @@ from ti_core.train import TrainConfig, train
 
 dist.init_process_group("gloo")
 seen = []
-config = TrainConfig(name="w", init_text="heart", template="captions", batch_size=4, steps=6, validate_every=3,
-                     validation_samples=5, output=sys.argv[2] if dist.get_rank() == 0 else sys.argv[3])
+config = TrainConfig(name="w", init_text="heart", template="captions", batch_size=5, flip=False, steps=6,
+                     validate_every=3, validation_samples=5,
+                     output=sys.argv[2] if dist.get_rank() == 0 else sys.argv[3])
 result = train(load_toy_model(), sys.argv[1], config, on_step=seen.append)
 print(json.dumps({"rank": dist.get_rank(), "path": result.path, "reports": len(seen), "val": result.val_losses,
                   "vectors": result.embedding.vectors["emb_params"].tolist()}))
@@ -213,7 +214,8 @@ dist.destroy_process_group()
 
 @pytest.mark.slow
 def test_the_python_api_finds_a_group_started_by_the_caller(tmp_path):
-    """Each rank passes its own output path here, to show that only rank 0 writes (and reports) whatever it gets."""
+    """Each rank passes its own output path here, to show that only rank 0 writes (and reports) whatever it gets;
+    a batch of 5 from 4 pictures is warned about, by rank 0 alone."""
     images = _toy_images(tmp_path / "images")
     script = tmp_path / "api.py"
     script.write_text(API_SCRIPT)
@@ -226,11 +228,12 @@ def test_the_python_api_finds_a_group_started_by_the_caller(tmp_path):
     assert [(r["path"], r["reports"]) for r in ranks] == [(str(tmp_path / "r0.safetensors"), 6), (None, 0)]
     assert not (tmp_path / "r1.safetensors").exists() and not (tmp_path / "r1.state.safetensors").exists()
     assert ranks[0]["val"] == ranks[1]["val"] and ranks[0]["vectors"] == ranks[1]["vectors"]  # the same everywhere
+    assert done.stderr.count("batch_size 5 is larger than the 4 pictures") == 1
 
     from ti_core.toyworld.model import load_toy_model
     from ti_core.train import train
 
-    one = train(load_toy_model(), images, TrainConfig(name="w", init_text="heart", template="captions", batch_size=4,
-                                                      steps=6, validate_every=3, validation_samples=5))
+    one = train(load_toy_model(), images, TrainConfig(name="w", init_text="heart", template="captions", batch_size=5,
+                                                      flip=False, steps=6, validate_every=3, validation_samples=5))
     assert float((one.embedding.vectors["emb_params"] - torch.tensor(ranks[0]["vectors"])).abs().max()) < 1e-4
     assert [v for _, v in one.val_losses] == pytest.approx([v for _, v in ranks[0]["val"]], rel=1e-5)

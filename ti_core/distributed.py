@@ -10,6 +10,7 @@ the group yourself (torch.distributed.init_process_group) before calling `train`
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from dataclasses import dataclass
 
@@ -61,6 +62,19 @@ class World:
         if self.size == 1:
             return flag
         return self.sum(1.0 if flag else 0.0) > 0
+
+
+@contextlib.contextmanager
+def main_speaks(world: World, logger: str = "ti_core"):
+    """For the block, only the main process logs below errors: the others' warnings and notes are its own copies."""
+    log = logging.getLogger(logger)
+    level = log.level
+    if not world.is_main:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def current() -> World:

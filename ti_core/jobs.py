@@ -115,7 +115,7 @@ def run_job(args: argparse.Namespace, device: str) -> dict:
 
 
 def cmd_jobs(args) -> int:
-    from .distributed import current, process_group
+    from .distributed import current, main_speaks, process_group
     from .models import best_device
 
     jobs = read_jobs(args.file)
@@ -124,7 +124,7 @@ def cmd_jobs(args) -> int:
     chosen = [jobs[args.index]] if args.index is not None else jobs
     parsed = [parse_job(job, f"{args.file}:{number}") for number, job in chosen]  # every mistake before any work
     failed = 0
-    with process_group(args.device or best_device()) as device:
+    with process_group(args.device or best_device()) as device, main_speaks(current()):
         world = current()
         for job in parsed:
             try:

@@ -139,6 +139,12 @@ def state_path_for(output: str | Path) -> Path:
 def train(model, images, config: TrainConfig, on_step: Callable[[StepInfo], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train `config.name` on `images` (a folder or a list of data.SourceImage) with `model` frozen."""
+    world = distributed.current()
+    with distributed.main_speaks(world):
+        return _train(model, images, config, on_step, should_stop, world)
+
+
+def _train(model, images, config: TrainConfig, on_step, should_stop, world: distributed.World) -> TrainResult:
     config.validate()
     images = _as_images(images)
     views = len(images) * (2 if config.flip else 1)  # each picture, and its mirror image when flipping
@@ -150,7 +156,6 @@ def train(model, images, config: TrainConfig, on_step: Callable[[StepInfo], None
             f"{views} is as good and faster."
         )
     output = Path(config.output) if config.output else None
-    world = distributed.current()
     if output is not None and world.is_main:  # the other processes never write
         check_output(output, resuming=bool(config.resume))
     with torch.inference_mode(False), torch.enable_grad():

@@ -10,7 +10,6 @@ Under `torchrun --nproc-per-node N -m ti_core train ...` the N processes share e
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -36,10 +35,10 @@ def add_train_arguments(p) -> None:
 
 
 def cmd_train(args) -> int:
-    from .distributed import current, process_group
+    from .distributed import current, main_speaks, process_group
     from .models import best_device
 
-    with process_group(args.device or best_device()) as device:
+    with process_group(args.device or best_device()) as device, main_speaks(current()):
         main = current().is_main
         result = train_from_args(args, device, chosen=bool(args.device))
     if main:
@@ -60,8 +59,6 @@ def train_from_args(args, device: str, chosen: bool = True):
     from .train_config import config_from_args
 
     world = current()
-    if not world.is_main:  # one process speaks for the run: its warnings are the others' too
-        logging.getLogger("ti_core").setLevel(logging.ERROR)
     config = config_from_args(args)
     config.validate()  # everything cheap is checked before the model loads
     out = Path(config.output)
