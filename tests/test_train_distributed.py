@@ -66,6 +66,15 @@ def test_the_shares_losses_and_gradients_sum_to_the_whole_batch(vector_norm, tmp
     assert torch.allclose(shares[0][1] + shares[1][1], whole_grad, rtol=1e-4, atol=1e-7)
 
 
+def test_one_named_gpu_for_several_processes_is_refused_before_the_group_starts(monkeypatch):
+    from ti_core.distributed import process_group
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SettingError, match="--device cuda:1 names one GPU for all 2 processes"):
+        with process_group("cuda:1"):
+            pass
+
+
 def test_a_batch_smaller_than_the_processes_is_refused(tmp_path, loaded):
     with pytest.raises(SettingError, match="batch_size 1 is smaller than the 2 processes"):
         Trainer(loaded("tiny-sd1"), _as_images(disc_images(tmp_path / "img")), TrainConfig(name="disc"), None,

@@ -107,8 +107,11 @@ def process_group(device: str):
         yield device
         return
     if device.startswith("cuda"):
-        if device == "cuda":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        if device != "cuda":
+            raise SettingError(f"--device {device} names one GPU for all {launched_size()} processes; under "
+                               "torchrun pass --device cuda (or none), and each process takes its own, "
+                               "cuda:LOCAL_RANK (choose the GPUs with CUDA_VISIBLE_DEVICES).")
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(torch.device(device))
         backend = "nccl"
     else:
