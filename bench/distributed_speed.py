@@ -7,7 +7,9 @@ training time, the vectors' difference, and which files each run wrote.
 Runs alternate (1, 2, 1, 2, ...) so both see the same load on a shared machine; the load average before and after is
 printed because other work on the same cores slows the 2-process runs more (they need both cores at once, and each
 step waits for the slower one). The CPU seconds of all processes (torchrun's too) tell whether the work is shared
-or repeated whatever the load: shared, 2 processes spend about what 1 does, plus a second process's start.
+or repeated whatever the load: shared, 2 processes spend about what 1 does, plus a second process's start. A
+1-step run of each gives the start's CPU seconds; what is left is the steps', and 1 process's steps against half of
+2 processes' steps is the speedup the steps would have on two free cores.
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ def main() -> None:
                 r = results[n][-1]
                 print(f"  {n} process(es), run {i + 1}: wall {r['wall']:.1f} s, training {r['train']:.1f} s, "
                       f"CPU {r['cpu']:.1f} s, files {', '.join(r['files'])}")
+        start = {}
+        for n in (1, 2):  # the same command with 1 step: start, model load, latents, 2 validations, saves
+            folder = tmp / f"start{n}"
+            folder.mkdir()
+            start[n] = run(n, argparse.Namespace(**{**vars(args), "steps": 1}), images, folder)["cpu"]
+            print(f"  {n} process(es), 1 step: CPU {start[n]:.1f} s")
         one, two = (load_embedding(results[n][0]["out"]).vectors["emb_params"] for n in (1, 2))
         diff = float((one - two).abs().max())
         rows = []
@@ -86,6 +94,10 @@ def main() -> None:
                            ("cpu", "CPU, all processes")):
             a, b = (statistics.median(r[key] for r in results[n]) for n in (1, 2))
             rows.append(f"  {label:34s} 1 process {a:6.1f} s   2 processes {b:6.1f} s   ratio {a / b:.2f}x")
+        steps = [statistics.median(r["cpu"] for r in results[n]) - start[n] for n in (1, 2)]
+        rows.append(f"  {'CPU of the steps alone':34s} 1 process {steps[0]:6.1f} s   2 processes "
+                    f"{steps[1]:6.1f} s   per process {steps[1] / 2:.1f} s: {2 * steps[0] / steps[1]:.2f}x on two "
+                    "free cores")
         shutil.rmtree(tmp / "images")
     print(f"medians over {args.repeats} run(s) each; load average after {os.getloadavg()[0]:.2f}")
     print("\n".join(rows))
