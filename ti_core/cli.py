@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .train_cli import add_train_parser
 
     add_train_parser(sub)
+    from .jobs import add_jobs_parser
+
+    add_jobs_parser(sub)
     return parser
 
 

@@ -8,6 +8,10 @@ just text encoder + UNet forward and backward. The caller owns the UI: `on_step(
 
 The pieces: the options (train_config), the batches and the loss (train_draws), the guarded optimizer step
 (train_step), resume states (train_state), and what happens around the steps (train_callbacks).
+
+Under torch.distributed (distributed.py) each process computes its share of every batch and the vectors'
+gradients are summed; all processes validate (each a share) and take the same decisions, and rank 0 alone saves,
+previews and reports.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .embeddings import Embedding, save_embedding
 from .errors import SettingError
 from .models import DTYPES
@@ -135,6 +139,12 @@ def state_path_for(output: str | Path) -> Path:
 def train(model, images, config: TrainConfig, on_step: Callable[[StepInfo], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train `config.name` on `images` (a folder or a list of data.SourceImage) with `model` frozen."""
+    world = distributed.current()
+    with distributed.main_speaks(world):
+        return _train(model, images, config, on_step, should_stop, world)
+
+
+def _train(model, images, config: TrainConfig, on_step, should_stop, world: distributed.World) -> TrainResult:
     config.validate()
     images = _as_images(images)
     views = len(images) * (2 if config.flip else 1)  # each picture, and its mirror image when flipping
@@ -146,11 +156,11 @@ def train(model, images, config: TrainConfig, on_step: Callable[[StepInfo], None
             f"{views} is as good and faster."
         )
     output = Path(config.output) if config.output else None
-    if output is not None:
+    if output is not None and world.is_main:  # the other processes never write
         check_output(output, resuming=bool(config.resume))
     with torch.inference_mode(False), torch.enable_grad():
-        trainer = Trainer(model, images, config, output)
-        return trainer.run(_callbacks(config, trainer.resolution, on_step), should_stop)
+        trainer = Trainer(model, images, config, output, world)
+        return trainer.run(_callbacks(config, trainer.resolution, on_step, world.is_main), should_stop)
 
 
 def check_output(output: Path, resuming: bool) -> None:
@@ -187,11 +197,14 @@ class _StepEvents:
         self.val_loss, self.saved, self.preview = None, None, None
 
 
-def _callbacks(config: TrainConfig, resolution: int, on_step) -> list:
-    """In this order: a validation may end the run, which skips the step's save; the report comes last."""
+def _callbacks(config: TrainConfig, resolution: int, on_step, main: bool = True) -> list:
+    """In this order: a validation may end the run, which skips the step's save; the report comes last. Every
+    process validates (its share; they decide early stop together); only the main one saves, previews, reports."""
     callbacks = []
     if config.validate_every:
         callbacks.append(Validation(config))
+    if not main:
+        return callbacks
     callbacks.append(Saver(config.save_every))
     if config.preview_every:
         callbacks.append(Preview(config, resolution))
@@ -203,8 +216,12 @@ def _callbacks(config: TrainConfig, resolution: int, on_step) -> list:
 class Trainer:
     """One run: the vectors, their draws and loss, the guarded step, and the record the callbacks read."""
 
-    def __init__(self, model, images, config: TrainConfig, output: Path | None):
-        self.model, self.config, self.output = model, config, output
+    def __init__(self, model, images, config: TrainConfig, output: Path | None,
+                 world: distributed.World = distributed.World()):
+        self.model, self.config, self.output, self.world = model, config, output, world
+        if config.batch_size < world.size:
+            raise SettingError(f"batch_size {config.batch_size} is smaller than the {world.size} processes it is "
+                               f"split across; use a batch of at least {world.size}, or fewer processes.")
         beside = state_path_for(output) if output else None
         self.state_path = Path(config.state_path) if config.state_path else beside
         self.resolution = config.resolution or model.resolution
@@ -216,8 +233,9 @@ class Trainer:
         self.norm_targets = vocab_norm(model)  # pulled toward when vector_norm is "vocab"
         draws = Draws(model, images, config, self.resolution, Embedding(config.name, self.vector_dict()))
         precision = compute_dtype(model, config.precision)
-        self.loss = DenoisingLoss(model, draws, precision, config.batch_size, config.snr_gamma)
-        self.guard = GuardedStep(self.params, parse_lr(config.learning_rate), config, precision == torch.float16)
+        self.loss = DenoisingLoss(model, draws, precision, config.batch_size, config.snr_gamma, world)
+        self.guard = GuardedStep(self.params, parse_lr(config.learning_rate), config, precision == torch.float16,
+                                 world)
         self.step, self.smoothed, self.losses, self.last_loss = 0, None, [], float("nan")
         self.val_losses = []  # (step, validation loss)
         self.outcome, self.saved_path, self.events = None, None, _StepEvents()
@@ -232,7 +250,7 @@ class Trainer:
     def objective(self) -> torch.Tensor:
         """One training draw's loss, with the length penalty when vector_norm is "vocab"."""
         loss = self.loss(self.vectors(), self.rng)
-        if self.config.vector_norm == "vocab":
+        if self.config.vector_norm == "vocab" and self.world.is_main:  # once in the sum over processes
             loss = loss + self.config.norm_weight * norm_penalty(self.params, self.norm_targets)
         return loss
 
@@ -253,10 +271,12 @@ class Trainer:
         return Embedding(self.config.name, self.vector_dict(), metadata)
 
     def save(self) -> Path | None:
-        if self.output is None:
+        if self.output is None or not self.world.is_main:
             return None
-        save_embedding(self.embedding(), self.output, overwrite=True)
+        # The state first: wherever the embedding is, a state to resume from is too (a kill between the two leaves
+        # the newer state beside the older embedding), so a rerun of a preempted job can always resume.
         save_state(self.state_path, capture(self))
+        save_embedding(self.embedding(), self.output, overwrite=True)
         return self.output
 
     def _record(self, loss: float) -> None:
@@ -272,7 +292,7 @@ class Trainer:
             callback.on_run_start(self)
         with _gradient_checkpointing(self.model.unet, config.gradient_checkpointing):
             while self.step < config.steps and self.outcome is None:
-                if should_stop and should_stop():
+                if self.world.any(bool(should_stop and should_stop())):  # asked of every process, decided by all
                     self.outcome = "cancelled"
                     break
                 loss = self.guard(self.objective, self.step)

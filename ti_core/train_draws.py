@@ -3,6 +3,11 @@ denoising loss of the vectors on them.
 
 Training and validation share one `Draws` (the latent cache, the templates, the prompt layouts); each passes its
 own `Rng`, so a validation never touches the training's random state.
+
+Spread over several processes (distributed.World), every process draws the whole batch from the same streams and
+computes only its share of it; its loss is its share's sum over the whole batch's size, so the shares' losses and
+gradients, summed over the processes, are the one-process ones. The draws are thus the same for any number of
+processes, and a command means the same run whatever that number is.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from . import latents, templates
+from .distributed import World
 from .embeddings import Embedding
 from .errors import SettingError
 from .loss_weights import min_snr_weights
@@ -106,24 +112,32 @@ class Draws:
 class DenoisingLoss:
     """The loss the vectors are trained on: how well the frozen UNet, conditioned on them, predicts the noise."""
 
-    def __init__(self, model, draws: Draws, compute_dtype: torch.dtype, batch_size: int, snr_gamma: float = 0.0):
+    def __init__(self, model, draws: Draws, compute_dtype: torch.dtype, batch_size: int, snr_gamma: float = 0.0,
+                 world: World = World()):
         from diffusers import DDPMScheduler
 
         self.model, self.draws, self.compute_dtype, self.batch_size = model, draws, compute_dtype, batch_size
-        self.snr_gamma = snr_gamma
+        self.snr_gamma, self.world = snr_gamma, world
         self.noise_scheduler = DDPMScheduler.from_config(model.scheduler_config)
 
     def _loss(self, params: list, rng: Rng, timesteps: torch.Tensor | None = None) -> torch.Tensor:
-        """The denoising loss of one batch drawn from `rng`; `timesteps` fixes t (and the batch size)."""
+        """The denoising loss of one batch drawn from `rng`; `timesteps` fixes t (and the batch size). Spread over
+        processes, this process's share of it: the sum over its part of the batch / the batch size."""
         model, dtype = self.model, self.model.dtype
-        latent, weight, layouts, time_ids = self.draws.batch(self.batch_size if timesteps is None else len(timesteps),
-                                                             rng)
+        count = self.batch_size if timesteps is None else len(timesteps)
+        latent, weight, layouts, time_ids = self.draws.batch(count, rng)
         noise = torch.randn(latent.shape, generator=rng.torch)
         if timesteps is None:
             t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latent.shape[0],),
                               generator=rng.torch)
         else:
             t = timesteps
+        if self.world.size > 1:  # everything was drawn, so the streams stay the same on every process
+            part = self.world.share(count)
+            latent, noise, t, layouts, time_ids = latent[part], noise[part], t[part], layouts[part], time_ids[part]
+            weight = None if weight is None else weight[part]
+            if not len(t):  # a validation chunk smaller than the number of processes
+                return torch.zeros(())
         noisy = self.noise_scheduler.add_noise(latent, noise, t)
         if model.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latent, noise, t)
@@ -147,7 +161,8 @@ class DenoisingLoss:
             area = (weight.sum(dim=(1, 2, 3)) * error.shape[1]).clamp_min(1e-8)
             per_sample = (error * weight).sum(dim=(1, 2, 3)) / area
         snr_weight = min_snr_weights(self.noise_scheduler.alphas_cumprod, t, model.prediction_type, self.snr_gamma)
-        return (per_sample * snr_weight.to(per_sample.device)).mean()
+        weighted = per_sample * snr_weight.to(per_sample.device)
+        return weighted.mean() if self.world.size == 1 else weighted.sum() / count
 
     __call__ = _loss
 
@@ -167,4 +182,4 @@ class DenoisingLoss:
             for i, start in enumerate(range(0, samples, chunk)):
                 part = timesteps[start:start + chunk]
                 total += float(self._loss(params, Rng.seeded(seed + i), part)) * len(part)
-        return total / samples
+        return self.world.sum(total) / samples  # each process measured its share of every chunk

@@ -1,5 +1,8 @@
 """The optimizer step, guarded: a NaN/inf loss, gradient or vector rolls back to the last good vectors and lowers
-the learning rate; with fp16, an overflowing gradient skips the step and halves the loss scale instead."""
+the learning rate; with fp16, an overflowing gradient skips the step and halves the loss scale instead.
+
+Spread over processes, the gradients and the loss are summed over them before anything looks at them, so every
+process takes the same decision (step, rollback, skip) on the same numbers and the vectors stay equal everywhere."""
 
 from __future__ import annotations
 
@@ -8,10 +11,12 @@ import math
 
 import torch
 
+from .distributed import World
+
 
 class GuardedStep:
-    def __init__(self, params: list, schedule, config, fp16: bool):
-        self.params, self.schedule = params, schedule
+    def __init__(self, params: list, schedule, config, fp16: bool, world: World = World()):
+        self.params, self.schedule, self.world = params, schedule, world
         self.grad_accum, self.max_grad_norm = config.grad_accum, config.max_grad_norm
         self.nan_lr_factor = config.nan_lr_factor
         self.optimizer = torch.optim.AdamW(params, lr=schedule.at(0), weight_decay=config.weight_decay)
@@ -36,6 +41,10 @@ class GuardedStep:
             loss = loss_fn()
             (loss * self.loss_scale / self.grad_accum).backward()
             total += float(loss.detach()) / self.grad_accum
+        if self.world.size > 1:  # the vectors' gradients are n x D numbers: one small all-reduce per step
+            summed = torch.tensor([total], dtype=torch.float64)
+            self.world.sum_([p.grad for p in self.params] + [summed])
+            total = float(summed)
         if self.loss_scale != 1.0:
             for p in self.params:
                 p.grad.div_(self.loss_scale)
