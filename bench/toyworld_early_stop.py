@@ -166,10 +166,8 @@ def by_concept(cells: dict, rule: dict) -> list:
             groups[c["cell"]["what"]].append(scores)
     lines = ["| concept | cells | reconstruction min / mean | editability min / mean | at the bar |",
              "|---|---|---|---|---|"]
-    everything = []
-    for what, rows in [*sorted(groups.items()), ("all", None)]:
-        rows = rows if rows is not None else everything
-        everything += rows if what != "all" else []
+    everything = [scores for rows in groups.values() for scores in rows]
+    for what, rows in [*sorted(groups.items()), ("all", everything)]:
         recon = [100 * s["reconstruction"] for s in rows]
         edit = [100 * s["editability"] for s in rows]
         bar = sum(s["reconstruction"] >= 0.85 and s["editability"] >= 0.90 for s in rows)
