@@ -28,16 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 RULE_FIELDS = ("patience", "fraction")
 
 
-def _records(paths: list) -> dict:
-    """key -> {"cell", "val_losses", "steps", "points"}: every judged point of a cell merged over the files
-    (runs of the same cell and recipe are the same run: the trainer is deterministic on one thread)."""
+def _records(paths: list, tag: str | None = None) -> dict:
+    """key -> {"cell", "val_losses", "steps", "points", "overrides"}: every judged point of a cell under the recipe
+    `tag` (None: the default recipe, under whatever tag) merged over the files (runs of the same cell and recipe
+    are the same run: the trainer is deterministic on one thread)."""
     cells = {}
     for path in paths:
         for row in (json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()):
-            if row["tag"] == "baseline" or row.get("overrides"):
+            if row["tag"] == "baseline" or (row["tag"] != tag if tag else row.get("overrides")):
                 continue
             cell = cells.setdefault(row["key"], {"cell": row["cell"], "val_losses": row["val_losses"],
-                                                 "steps": row["steps"], "points": {}, "tag": row["tag"]})
+                                                 "steps": row["steps"], "points": {}, "tag": tag or "defaults",
+                                                 "overrides": row.get("overrides", {})})
             if cell["val_losses"] != row["val_losses"]:
                 raise SystemExit(f"{row['key']}: two runs with different validation losses ({path}): not the same "
                                  "recipe; pass files of one recipe only")
@@ -91,7 +93,7 @@ def _judge_missing(cells: dict, wanted: dict, snapshots: Path | None, judged_pat
             scores = judge_snapshots(model, judge, Cell(**c["cell"]), config, path, sorted(steps))
         else:
             record = run_cell(model, judge, Cell(**c["cell"]), replace(config, steps=max(steps)), set(steps),
-                              judge_end=False)
+                              judge_end=False, **c["overrides"])
             if record["val_losses"] != c["val_losses"][:len(record["val_losses"])]:
                 raise SystemExit(f"{key}: retrained to step {max(steps)}, its validation losses differ from the "
                                  "record's: not the same run (another thread count or version?)")
@@ -99,15 +101,16 @@ def _judge_missing(cells: dict, wanted: dict, snapshots: Path | None, judged_pat
         for step, s in scores.items():
             c["points"][int(step)] = s
             with judged_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps({"key": key, "step": int(step), "scores": s}) + "\n")
+                f.write(json.dumps({"key": key, "tag": c["tag"], "step": int(step), "scores": s}) + "\n")
         print(f"{key}: judged at {sorted(int(s) for s in scores)}", file=sys.stderr, flush=True)
 
 
 def _read_judged(cells: dict, judged_path: Path) -> None:
     for path in judged_path.parent.glob(judged_path.name.replace(".jsonl", "*.jsonl")):
         for row in map(json.loads, path.read_text().splitlines()):
-            if row["key"] in cells:
-                cells[row["key"]]["points"][row["step"]] = row["scores"]
+            cell = cells.get(row["key"])
+            if cell and row.get("tag", "defaults") == cell["tag"]:  # cached before tags were kept: the defaults
+                cell["points"][row["step"]] = row["scores"]
 
 
 def _fid(scores: dict) -> float:
@@ -196,6 +199,8 @@ def _rule(text: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", help="results of bench/toyworld_fidelity.py run (one recipe)")
+    parser.add_argument("--tag", help="the recipe to read (the fidelity bench's --tag, e.g. vector_norm=fixed; "
+                        "default: the default recipe's runs)")
     parser.add_argument("--rule", action="append", type=_rule, help="patience=N,fraction=F (repeatable; default: "
                                                                     "the trainer's default rule)")
     parser.add_argument("--snapshots", help="the --snapshots folder of the runs, to judge steps not judged yet")
@@ -210,7 +215,7 @@ def main(argv=None) -> int:
     from ti_core.train import TrainConfig
 
     rules = args.rule or [{"patience": DemoConfig().early_stop, "fraction": TrainConfig.early_stop_fraction}]
-    cells = _records(args.files)
+    cells = _records(args.files, args.tag)
     _read_judged(cells, Path(args.judged))
     if args.judge:
         wanted = {k: {stop_step(c["val_losses"], **r) or c["steps"] for r in rules} for k, c in cells.items()}

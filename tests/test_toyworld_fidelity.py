@@ -3,6 +3,7 @@ slice, the floor the trainer's defaults must keep on a concept the built-in mode
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from toyworld_early_stop import report, stop_step  # noqa: E402
+from toyworld_early_stop import _read_judged, _records, report, stop_step  # noqa: E402
 from toyworld_fidelity import summarize  # noqa: E402
 
 from ti_core.toyworld import render  # noqa: E402
@@ -67,6 +68,28 @@ def test_the_early_stop_bench_finds_where_a_rule_stops_and_what_it_lost():
     assert "mean stop 125 steps (62% of 200" in rule and "fidelity 91.7% = 94.8% of" in rule, rule
     assert rule.endswith("2 cells 10 points better later (1 beyond the judge's noise)"), rule
     assert lines[-2].strip().startswith("b stops at 125") and lines[-1].endswith("(within the judge's noise)")
+
+
+def test_the_early_stop_bench_reads_one_recipe(tmp_path):
+    """Records of two recipes for one cell: the default one unless --tag names the other, whose overrides are kept
+    (a retrain to judge a missing step must train that recipe), and judged steps cached for it stay its own."""
+    def row(tag, overrides, loss):
+        return {"tag": tag, "key": "k", "cell": {}, "overrides": overrides, "steps": 50,
+                "val_losses": [[0, 1.0], [25, loss]], "points": {"50": {"reconstruction": loss, "editability": 1}}}
+
+    results = tmp_path / "f.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"tag": "baseline", "key": "baseline:k"}, row("defaults", {}, 0.5), row("vector_norm=fixed",
+                                                                                {"vector_norm": "fixed"}, 0.25))))
+    assert _records([results])["k"]["val_losses"][1] == [25, 0.5]
+    fixed = _records([results], "vector_norm=fixed")
+    assert fixed["k"]["val_losses"][1] == [25, 0.25] and fixed["k"]["overrides"] == {"vector_norm": "fixed"}
+    judged = tmp_path / "judged.jsonl"
+    judged.write_text(json.dumps({"key": "k", "step": 25, "scores": {"reconstruction": 0.1, "editability": 0.2}})
+                      + "\n" + json.dumps({"key": "k", "tag": "vector_norm=fixed", "step": 25,
+                                           "scores": {"reconstruction": 0.9, "editability": 0.8}}) + "\n")
+    _read_judged(fixed, judged)
+    assert fixed["k"]["points"][25]["reconstruction"] == 0.9
 
 
 @pytest.fixture(scope="module")
