@@ -51,14 +51,9 @@ def _records(paths: list, tag: str | None = None) -> dict:
 
 
 def stop_step(val_losses: list, patience: int, fraction: float) -> int | None:
-    from ti_core.train_callbacks import plateaued
+    from ti_core.train_callbacks import plateau_step
 
-    losses = []
-    for step, loss in val_losses:
-        losses.append(loss)
-        if plateaued(losses, patience, fraction):
-            return step
-    return None
+    return plateau_step(val_losses, patience, fraction)
 
 
 def _snapshot_file(folder: Path, key: str) -> Path | None:

@@ -55,6 +55,22 @@ def test_early_stop_ends_a_run_whose_loss_does_not_improve_and_saves_it(tmp_path
 
 
 @pytest.mark.slow
+def test_plateau_step_finds_where_the_trainer_stops(tmp_path, loaded):
+    """The benches judge 'where early stop would end the run' on full-length runs with `plateau_step`: it must be
+    the step the trainer itself stops at, counting the step-0 validation as the trainer does."""
+    from ti_core.train_callbacks import plateau_step
+
+    model, images = loaded("tiny-sd1"), _images(tmp_path / "img")
+    common = dict(name="v", steps=40, learning_rate="5e-2", batch_size=2, crop="center", validate_every=4,
+                  validation_samples=4, early_stop_fraction=0.9)
+    stopped = train(model, images, TrainConfig(early_stop=2, **common))
+    full = train(model, images, TrainConfig(**common))
+    assert stopped.early_stopped and stopped.steps_done < 40
+    assert plateau_step(full.val_losses, 2, 0.9) == stopped.steps_done
+    assert full.val_losses[:len(stopped.val_losses)] == stopped.val_losses
+
+
+@pytest.mark.slow
 def test_resume_continues_the_validation_history(tmp_path, loaded):
     model, images = loaded("tiny-sd1"), _images(tmp_path / "img")
     out = tmp_path / "r.safetensors"

@@ -60,6 +60,17 @@ def plateaued(losses: list, patience: int, fraction: float) -> bool:
     return best - min(losses[-patience:]) <= fraction * max(0.0, losses[0] - best)
 
 
+def plateau_step(val_losses: list, patience: int, fraction: float) -> int | None:
+    """The step at which early stop ends a run with these (step, validation loss) pairs (the first is step 0's, the
+    init vectors'), or None when it never does: `plateaued` evaluated at each validation in turn."""
+    losses = []
+    for step, loss in val_losses:
+        losses.append(loss)
+        if plateaued(losses, patience, fraction):
+            return step
+    return None
+
+
 class Saver(Callback):
     """The embedding and resume state every `save_every` steps (not at the last step: the run's end saves)."""
 

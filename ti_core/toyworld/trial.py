@@ -78,38 +78,39 @@ def run_cell(model, judge, cell: Cell, config, at=(), snapshots_to=None, judge_e
     from ..demo import training_config
     from ..embeddings import Embedding
     from ..train import train
-    from ..train_callbacks import plateaued
+    from ..train_callbacks import plateau_step
 
     name = "w"
     config = replace(config, concept=Concept.parse(cell.what) if cell.kind == "concept" else config.concept,
                      name=name, init_text=init_word(cell, config), pictures=cell.pictures, seed=cell.seed)
     train_config = training_config(config, None, early_stop=0, save_every=0, preview_every=0, **overrides)
-    snapshots, val, early, kept = {}, [], {}, {}
+    kept, elapsed = {}, {}  # step -> the vectors and seconds at every validation (and at the `at` steps)
 
     def on_step(info):
-        if info.val_loss is not None:
-            val.append(info.val_loss)
-            kept[info.step] = info.vectors
-            if not early and plateaued(val, config.early_stop, train_config.early_stop_fraction):
-                early.update(step=info.step, seconds=round(info.elapsed, 2))
-                if judge_end:
-                    snapshots[info.step] = info.vectors
-        if info.step in at or (judge_end and info.step == train_config.steps):
-            snapshots[info.step] = info.vectors
+        if info.val_loss is not None or info.step in at:
+            kept[info.step], elapsed[info.step] = info.vectors, info.elapsed
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder, seen = _draw(cell, Path(tmp) / "pictures")
         result = train(model, folder, train_config, on_step=on_step)
     seconds = time.perf_counter() - started
+    # Where the trainer's early stop would have ended the run: its rule over the validation losses from step 0 on
+    # (the init vectors' loss, measured before the first step, is the start of the fall the rule compares with)
+    stop = plateau_step(result.val_losses, config.early_stop, train_config.early_stop_fraction)
+    early = {} if stop is None else {"step": stop, "seconds": round(elapsed[stop], 2)}
+    judged = set(at)
+    if judge_end:
+        judged |= {train_config.steps, *([early["step"]] if early else [])}
     if snapshots_to:
         import torch
 
         from ..atomic import atomic_write
 
-        atomic_write(snapshots_to, lambda f: torch.save(kept, f), overwrite=True)
-    points = {step: _measure(model, judge, cell, f"embedding:{name}", seen, config, [Embedding(name, vectors)])
-              for step, vectors in sorted(snapshots.items())}
+        validations = {step: kept[step] for step, _ in result.val_losses if step in kept}
+        atomic_write(snapshots_to, lambda f: torch.save(validations, f), overwrite=True)
+    points = {step: _measure(model, judge, cell, f"embedding:{name}", seen, config, [Embedding(name, kept[step])])
+              for step in sorted(judged) if step in kept}
     if early and early["step"] in points:
         early.update(points[early["step"]])
     record = {
