@@ -231,6 +231,7 @@ class Trainer:
         self.params = [v.requires_grad_(True) for v in init]
         self.lengths = [v.detach().norm(dim=1) for v in init]  # kept when vector_norm is "fixed"
         self.norm_targets = vocab_norm(model)  # pulled toward when vector_norm is "vocab"
+        self.average = [v.detach().clone() for v in self.vectors()] if config.ema else None  # config.ema
         draws = Draws(model, images, config, self.resolution, Embedding(config.name, self.vector_dict()))
         precision = compute_dtype(model, config.precision)
         self.loss = DenoisingLoss(model, draws, precision, config.batch_size, config.snr_gamma, world)
@@ -247,6 +248,18 @@ class Trainer:
         """The vectors the prompts get: the parameters, rescaled to their initial length when that is fixed."""
         return effective(self.params, self.config.vector_norm, self.lengths)
 
+    def word_vectors(self) -> list:
+        """The word's vectors as validated, previewed and saved: the moving average when config.ema is on."""
+        return self.average if self.average is not None else self.vectors()
+
+    def update_average(self) -> None:
+        if self.average is None:
+            return
+        decay = min(self.config.ema, (1 + self.step) / (10 + self.step))  # warm-up: the init fades out fast
+        with torch.no_grad():
+            for a, v in zip(self.average, self.vectors()):
+                a.mul_(decay).add_(v.detach(), alpha=1 - decay)
+
     def objective(self) -> torch.Tensor:
         """One training draw's loss, with the length penalty when vector_norm is "vocab"."""
         loss = self.loss(self.vectors(), self.rng)
@@ -256,7 +269,7 @@ class Trainer:
 
     def vector_dict(self) -> dict:
         keys = [k[0] for k in self.model.embedding_keys]
-        return {k: p.detach().clone() for k, p in zip(keys, self.vectors())}
+        return {k: p.detach().clone() for k, p in zip(keys, self.word_vectors())}
 
     def embedding(self) -> Embedding:
         settings = {k: v for k, v in asdict(self.config).items() if k not in ("output", "resume", "state_path")}
@@ -297,6 +310,7 @@ class Trainer:
                     break
                 loss = self.guard(self.objective, self.step)
                 self.step += 1
+                self.update_average()
                 self._record(loss)
                 self.events = _StepEvents()
                 for callback in callbacks:

@@ -27,7 +27,7 @@ class Validation(Callback):
         self.config = config
 
     def measure(self, trainer) -> float:
-        loss = trainer.loss.fixed(trainer.vectors(), self.config.validation_samples,
+        loss = trainer.loss.fixed(trainer.word_vectors(), self.config.validation_samples,
                                   self.config.seed + self.SEED_OFFSET)
         trainer.val_losses.append((trainer.step, loss))
         return loss
@@ -130,7 +130,8 @@ class Reporter(Callback):
         self.on_step(StepInfo(
             step=step, steps=steps, loss=trainer.last_loss,
             smoothed_loss=trainer.smoothed if trainer.smoothed is not None else float("nan"),
-            lr=trainer.guard.lr(step - 1), vector_norms=[v.detach().norm(dim=1).tolist() for v in trainer.vectors()],
+            lr=trainer.guard.lr(step - 1),
+            vector_norms=[v.detach().norm(dim=1).tolist() for v in trainer.word_vectors()],
             elapsed=elapsed, eta=elapsed / (step - self.first_step) * (steps - step),
             nan_rollbacks=trainer.guard.nan_rollbacks, preview=events.preview, saved=events.saved,
             val_loss=events.val_loss, vectors=trainer.vector_dict(),

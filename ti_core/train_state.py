@@ -29,12 +29,14 @@ class TrainState:
     losses: list = field(default_factory=list)
     loss_scale: float = 1.0  # fp16 only
     val_losses: list = field(default_factory=list)  # [step, validation loss] pairs
+    average: list = field(default_factory=list)  # per text encoder, the vectors' moving average (config.ema)
 
 
 def save_state(path, state: TrainState) -> Path:
     from safetensors.torch import save
 
     tensors = {f"vector.{i}": v.detach().float().cpu().contiguous() for i, v in enumerate(state.vectors)}
+    tensors.update({f"average.{i}": v.detach().float().cpu().contiguous() for i, v in enumerate(state.average)})
     tensors["generator"] = state.generator.clone()
     scalars = {}
     for pid, entries in state.optimizer["state"].items():
@@ -49,7 +51,7 @@ def save_state(path, state: TrainState) -> Path:
         "nan_rollbacks": state.nan_rollbacks, "smoothed": state.smoothed, "losses": state.losses,
         "rng": [version, list(internal), gauss], "param_groups": state.optimizer["param_groups"],
         "optimizer_scalars": scalars, "vectors": len(state.vectors), "loss_scale": state.loss_scale,
-        "val_losses": state.val_losses,
+        "val_losses": state.val_losses, "average": len(state.average),
     }
     data = save(tensors, metadata={STATE_KEY: json.dumps(meta)})
     return atomic_write(path, lambda f: f.write(data), overwrite=True)
@@ -93,6 +95,7 @@ def load_state(path) -> TrainState:
         lr_scale=meta["lr_scale"], nan_rollbacks=meta["nan_rollbacks"], smoothed=meta["smoothed"],
         losses=meta["losses"],
         loss_scale=meta["loss_scale"], val_losses=meta["val_losses"],
+        average=[tensors[f"average.{i}"] for i in range(meta.get("average", 0))],
     )
 
 
@@ -105,6 +108,7 @@ def capture(trainer) -> TrainState:
         generator=trainer.rng.torch.get_state(),
         lr_scale=guard.lr_scale, nan_rollbacks=guard.nan_rollbacks, smoothed=trainer.smoothed,
         losses=trainer.losses, loss_scale=guard.loss_scale, val_losses=[list(pair) for pair in trainer.val_losses],
+        average=[a.detach() for a in trainer.average or []],
     )
 
 
@@ -127,3 +131,5 @@ def restore(trainer, state: TrainState) -> None:
     guard.loss_scale = state.loss_scale
     trainer.smoothed, trainer.losses = state.smoothed, list(state.losses)
     trainer.val_losses = [tuple(pair) for pair in state.val_losses]
+    if trainer.average is not None:  # a state saved without an average: it starts from the resumed vectors
+        trainer.average = [v.clone() for v in state.average] or [v.detach().clone() for v in trainer.vectors()]
