@@ -43,5 +43,5 @@ def test_a_resumed_run_continues_the_average(tmp_path, loaded):
 
 
 def test_ema_of_one_or_more_is_refused():
-    with pytest.raises(SettingError, match="ema 1.0 must be below 1"):
+    with pytest.raises(SettingError, match="ema 1.0 must be 0 to 0.9999"):
         TrainConfig(name="e", ema=1.0).validate()

@@ -120,7 +120,7 @@ class TrainConfig:
     norm_weight: float = opt(0.01, "for vector_norm vocab: the length penalty's weight", low=0.0)
     ema: float = opt(0.0, "average the word over the last steps: validation, previews and saves use an exponential "
                           "moving average of the vectors with this decay (0.98: about the last 50 steps; 0 = off, "
-                          "the last step's vectors)", low=0.0)
+                          "the last step's vectors)", low=0.0, high=0.9999)
     # off: measured across the fidelity matrix (README, "Options measured so far"); the decay warms up as
     # min(ema, (1 + step) / (10 + step)), so the init vectors do not linger in the average
     nan_lr_factor: float = opt(0.5, "after a NaN/inf step, roll back and multiply the learning rate by this")
@@ -136,7 +136,6 @@ class TrainConfig:
             (0 < self.nan_lr_factor < 1, f"nan_lr_factor {self.nan_lr_factor} must be between 0 and 1"),
             (not self.early_stop or self.validate_every,
              f"early_stop {self.early_stop} needs validate_every (e.g. 25): it counts validations without progress"),
-            (self.ema < 1, f"ema {self.ema} must be below 1 (e.g. 0.98), or 0 for none"),
             (self.early_stop_fraction < 1,
              f"early_stop_fraction {self.early_stop_fraction} must be from 0 to 1"),
         ]
