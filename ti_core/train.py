@@ -231,7 +231,7 @@ class Trainer:
         self.params = [v.requires_grad_(True) for v in init]
         self.lengths = [v.detach().norm(dim=1) for v in init]  # kept when vector_norm is "fixed"
         self.norm_targets = vocab_norm(model)  # pulled toward when vector_norm is "vocab"
-        self.average = [v.detach().clone() for v in self.vectors()] if config.ema else None  # config.ema
+        self.average = [v.detach().clone() for v in self.vectors()] if config.ema else None  # the word, averaged
         draws = Draws(model, images, config, self.resolution, Embedding(config.name, self.vector_dict()))
         precision = compute_dtype(model, config.precision)
         self.loss = DenoisingLoss(model, draws, precision, config.batch_size, config.snr_gamma, world)

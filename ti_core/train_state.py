@@ -132,4 +132,5 @@ def restore(trainer, state: TrainState) -> None:
     trainer.smoothed, trainer.losses = state.smoothed, list(state.losses)
     trainer.val_losses = [tuple(pair) for pair in state.val_losses]
     if trainer.average is not None:  # a state saved without an average: it starts from the resumed vectors
-        trainer.average = [v.clone() for v in state.average] or [v.detach().clone() for v in trainer.vectors()]
+        trainer.average = ([v.to(device=p.device, dtype=p.dtype) for v, p in zip(state.average, params)]
+                           or [v.detach().clone() for v in trainer.vectors()])
