@@ -119,8 +119,8 @@ class TrainConfig:
                                    "trained), or pulled toward the vocabulary's mean length", choices=NORM_MODES)
     norm_weight: float = opt(0.01, "for vector_norm vocab: the length penalty's weight", low=0.0)
     ema: float = opt(0.0, "average the word over the last steps: validation, previews and saves use an exponential "
-                          "moving average of the vectors with this decay (0.98: about the last 50 steps; 0 = off, "
-                          "the last step's vectors)", low=0.0, high=0.9999)
+                          "moving average of the vectors with this decay (0.98: the last 50 steps or so, fewer in the "
+                          "first few hundred; 0 = off, the last step's vectors)", low=0.0, high=0.9999)
     # off: measured across the fidelity matrix (README, "Options measured so far"); the decay warms up as
     # min(ema, (1 + step) / (10 + step)), so the init vectors do not linger in the average
     nan_lr_factor: float = opt(0.5, "after a NaN/inf step, roll back and multiply the learning rate by this")
