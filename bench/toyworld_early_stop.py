@@ -25,13 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ti_core.train_callbacks import plateau_step as stop_step  # noqa: E402  (the trainer's own rule)
+
 RULE_FIELDS = ("patience", "fraction")
 
 
 def _records(paths: list, tag: str | None = None) -> dict:
-    """key -> {"cell", "val_losses", "steps", "points", "overrides"}: every judged point of a cell under the recipe
-    `tag` (None: the default recipe, under whatever tag) merged over the files (runs of the same cell and recipe
-    are the same run: the trainer is deterministic on one thread)."""
+    """key -> {"cell", "val_losses", "steps", "points", "overrides", "run_tags"}: every judged point of a cell under
+    the recipe `tag` (None: the default recipe, whatever its runs were tagged) merged over the files (runs of the
+    same cell and recipe are the same run: the trainer is deterministic on one thread)."""
     cells = {}
     for path in paths:
         for row in (json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()):
@@ -39,7 +41,8 @@ def _records(paths: list, tag: str | None = None) -> dict:
                 continue
             cell = cells.setdefault(row["key"], {"cell": row["cell"], "val_losses": row["val_losses"],
                                                  "steps": row["steps"], "points": {}, "tag": tag or "defaults",
-                                                 "overrides": row.get("overrides", {})})
+                                                 "overrides": row.get("overrides", {}), "run_tags": set()})
+            cell["run_tags"].add(row["tag"])
             if cell["val_losses"] != row["val_losses"]:
                 raise SystemExit(f"{row['key']}: two runs with different validation losses ({path}): not the same "
                                  "recipe; pass files of one recipe only")
@@ -50,16 +53,10 @@ def _records(paths: list, tag: str | None = None) -> dict:
     return cells
 
 
-def stop_step(val_losses: list, patience: int, fraction: float) -> int | None:
-    from ti_core.train_callbacks import plateau_step
-
-    return plateau_step(val_losses, patience, fraction)
-
-
-def _snapshot_file(folder: Path, key: str) -> Path | None:
-    """The snapshots of `key` under any recipe tag (the files merged are of one recipe)."""
-    found = sorted(folder.glob(f"*-{key.replace(' ', '_').replace(':', '-')}.pt"))
-    return found[0] if found else None
+def _snapshot_file(folder: Path, key: str, tags) -> Path | None:
+    """The snapshots `run --snapshots` kept of `key` under one of the runs' `tags` (never another recipe's)."""
+    name = key.replace(" ", "_").replace(":", "-")
+    return next((path for tag in sorted(tags) if (path := folder / f"{tag}-{name}.pt").is_file()), None)
 
 
 def _judge_missing(cells: dict, wanted: dict, snapshots: Path | None, judged_path: Path, shard=(0, 1)) -> None:
@@ -83,7 +80,7 @@ def _judge_missing(cells: dict, wanted: dict, snapshots: Path | None, judged_pat
     config = DemoConfig(samples=16)
     for key, steps in missing.items():
         c = cells[key]
-        path = _snapshot_file(snapshots, key) if snapshots else None
+        path = _snapshot_file(snapshots, key, c["run_tags"]) if snapshots else None
         if path:
             scores = judge_snapshots(model, judge, Cell(**c["cell"]), config, path, sorted(steps))
         else:

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from toyworld_early_stop import _read_judged, _records, report, stop_step  # noqa: E402
+from toyworld_early_stop import _read_judged, _records, _snapshot_file, report, stop_step  # noqa: E402
 from toyworld_fidelity import summarize  # noqa: E402
 
 from ti_core.toyworld import render  # noqa: E402
@@ -90,6 +90,11 @@ def test_the_early_stop_bench_reads_one_recipe(tmp_path):
                                            "scores": {"reconstruction": 0.9, "editability": 0.8}}) + "\n")
     _read_judged(fixed, judged)
     assert fixed["k"]["points"][25]["reconstruction"] == 0.9
+    for tag in ("defaults", "vector_norm=fixed"):  # each recipe's snapshots (run --snapshots names them TAG-KEY.pt)
+        (tmp_path / f"{tag}-k.pt").write_bytes(b"")
+    assert _snapshot_file(tmp_path, "k", fixed["k"]["run_tags"]).name == "vector_norm=fixed-k.pt"
+    assert _snapshot_file(tmp_path, "k", _records([results])["k"]["run_tags"]).name == "defaults-k.pt"
+    assert _snapshot_file(tmp_path, "k", {"other"}) is None
 
 
 @pytest.fixture(scope="module")
