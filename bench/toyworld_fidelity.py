@@ -96,7 +96,8 @@ def cmd_run(args) -> int:
                      if args.snapshots else None)
         record = run_cell(model, judge, cell, config, at, snapshots, not args.only_at, **train)
         _append(out, {"tag": tag, "key": cell.key(), **record})
-        best = max(record["points"].items(), key=lambda kv: kv[1]["reconstruction"] + kv[1]["editability"])
+        best = max(record["points"].items(), key=lambda kv: kv[1]["reconstruction"] + kv[1]["editability"],
+                   default=None)
         print(f"{cell.key():36s} early {record['early_stop']}  best {best}", flush=True)
     return 0
 

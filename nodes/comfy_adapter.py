@@ -220,6 +220,21 @@ def graph_state_dict(model, clip, vae) -> dict:
     return model.model.state_dict_for_saving(clip.get_sd(), vae.get_sd())
 
 
+def clip_vision_encoder(clip_vision):
+    """The picture checks' image encoder (ti_core.picture_check) from ComfyUI's CLIP_VISION (Load CLIP Vision):
+    pictures [N, 3, H, W] in 0..1 -> its image embeddings. ComfyUI resizes, centre-crops and normalises them."""
+    from ..ti_core.errors import SettingError
+
+    if not hasattr(clip_vision, "encode_image"):
+        raise SettingError(f"`clip_vision` is a {type(clip_vision).__name__}, not ComfyUI's CLIP_VISION: connect "
+                           "the output of Load CLIP Vision, or leave the input empty.")
+
+    def encode(pictures):
+        return clip_vision.encode_image(pictures.permute(0, 2, 3, 1))["image_embeds"]
+
+    return encode
+
+
 EMBEDDING_FILE_EXTENSIONS = (".safetensors", ".pt", ".bin")
 
 

@@ -169,6 +169,10 @@ class TITrainEmbedding:
                                      "typical."}),
             "image_batch": ("IMAGE", {"tooltip": "More pictures as an IMAGE batch (e.g. TISquareCrop, LoadImage), "
                                       "added to `images`."}),
+            "clip_vision": ("CLIP_VISION", {"tooltip": "Optional (Load CLIP Vision): at each validation a few "
+                                            "pictures of the word are drawn and compared with yours; the word whose "
+                                            "pictures look most like them is the one saved, and early stop waits "
+                                            "until they stop getting closer. Each check costs a short sampling run."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def train(self, model, name, resume, images=None, image_batch=None, unique_id=None, **inputs):
@@ -185,6 +189,8 @@ class TITrainEmbedding:
 
         check_name(name.strip())  # says what is wrong with the name, before it becomes a path
         output, state = embedding_output(name), state_output(name)
+        vision = inputs.pop("clip_vision", None)
+        encoder = comfy.clip_vision_encoder(vision) if vision is not None else None
         options = {field: inputs[widget] for widget, field in self.option_inputs() if widget in inputs}
         options["template"] = template_spec(options.get("template", TrainConfig.template))
         config = TrainConfig(**{**options, "name": name.strip()}, output=str(output),
@@ -192,7 +198,7 @@ class TITrainEmbedding:
         progress = comfy.Progress(config.steps)
         reporter = StepReporter(unique_id, config.name, progress)
         result = train(model, training_images(images, image_batch), config, on_step=reporter,
-                       should_stop=progress.should_stop)
+                       should_stop=progress.should_stop, image_encoder=encoder)
         report = result.report()
         status.report(unique_id, state=result.outcome, **{k: report[k] for k in ("name", "step", "steps")},
                       saved=result.path)

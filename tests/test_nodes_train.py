@@ -159,3 +159,40 @@ def test_a_template_file_is_read_from_the_input_folder_by_name(nodes, fake, setu
     assert out["result"][0].metadata["step"] == "1"
     import json
     assert json.loads(out["result"][0].metadata["training"])["template"] == str((folder / "mine.txt").resolve())
+
+
+class FakeClipVision:
+    """ComfyUI's CLIP_VISION as the trainer meets it: encode_image(NHWC pictures) -> an output with image_embeds
+    (made under inference mode, as ComfyUI's are)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def encode_image(self, image, crop=True):
+        self.calls.append(tuple(image.shape))
+        with torch.inference_mode():
+            return {"image_embeds": torch.cat([image.mean((1, 2)), image.std((1, 2))], 1)}
+
+
+def test_a_clip_vision_input_turns_on_picture_checks_and_the_best_word_is_saved(nodes, fake, setup):
+    from ti_core.embeddings import load_embedding
+
+    model, images = setup
+    vision = FakeClipVision()
+    with torch.inference_mode():
+        out = nodes["TITrainEmbedding"]().train(model, images=images, clip_vision=vision, unique_id="7",
+                                                **settings(steps=4, validate_every=2, save_every=0))
+    # the training pictures once, then the word's pictures at steps 0, 2 and 4 (8 each, NHWC at 32 px)
+    assert vision.calls[0][0] == len(images) and vision.calls[1:] == [(8, 32, 32, 3)] * 3
+    done = fake.events[-1][1]
+    assert done["kept_step"] in (0, 2, 4)
+    saved = load_embedding(fake.base / "models" / "embeddings" / "disc.safetensors")
+    assert saved.metadata["step"] == str(done["kept_step"])
+    assert torch.equal(saved.vectors["emb_params"], out["result"][0].vectors["emb_params"])
+    assert "whose pictures looked most like the training ones" in out["ui"]["text"][0]
+
+
+def test_something_else_on_the_clip_vision_input_is_named(nodes, fake, setup):
+    model, images = setup
+    with pytest.raises(ValueError, match="is a str, not ComfyUI's CLIP_VISION"):
+        nodes["TITrainEmbedding"]().train(model, images=images, clip_vision="nope", unique_id="7", **settings())

@@ -40,6 +40,7 @@ class DemoConfig:
     # so far: across the fidelity matrix (bench/toyworld_early_stop.py) about half of the 300 steps, with the
     # fidelity of the 300-step runs (README, "When is it done?")
     preview_every: int = 50
+    picture_check: bool = False  # the judge's feature layers as the image encoder of picture checks (picture_check.py)
     samples: int = 32  # pictures per measure (reconstruction, editability), for the word and for the baseline
     cfg: float = 5.0
     sample_steps: int = 25

@@ -69,11 +69,12 @@ class StepInfo:
     saved: str | None = None  # the embedding file written at this step
     val_loss: float | None = None  # the validation loss, at steps where one was measured
     vectors: dict | None = None  # the vectors after this step (key -> [n, D] copy), e.g. to judge them mid-run
+    picture_score: float | None = None  # the picture check's likeness, at steps where one was made
 
 
 OUTCOMES = {  # how a run ended, and how the CLI, the node and the browser word it
     "finished": "finished",
-    "early_stop": "early stop (the validation loss stopped improving)",
+    "early_stop": "early stop (the word stopped improving)",
     "cancelled": "stopped on request",
 }
 
@@ -91,6 +92,8 @@ class TrainResult:
     val_losses: list = field(default_factory=list)  # (step, validation loss) pairs; step 0 = the init vectors
     steps: int = 0  # the steps asked for
     first_step: int = 0  # the step this run started from (a resume's)
+    picture_scores: list = field(default_factory=list)  # (step, likeness) pairs of the picture checks, if any
+    kept_step: int | None = None  # with picture checks: the step of the saved word (the best-scored one)
 
     @property
     def stopped(self) -> bool:
@@ -112,7 +115,8 @@ class TrainResult:
         return {"name": self.embedding.name, "outcome": self.outcome, "label": OUTCOMES[self.outcome],
                 "step": self.steps_done, "steps": self.steps, "first_step": self.first_step, "path": self.path,
                 "state_path": self.state_path,
-                "nan_rollbacks": self.nan_rollbacks, "best_step": self.best_step, "seconds": round(self.seconds, 1)}
+                "nan_rollbacks": self.nan_rollbacks, "best_step": self.best_step, "kept_step": self.kept_step,
+                "seconds": round(self.seconds, 1)}
 
     def summary(self) -> str:
         """One line saying how the run ended and where it saved."""
@@ -120,7 +124,9 @@ class TrainResult:
         if self.first_step:
             text += f" (resumed at step {self.first_step})"
         text += f" in {self.seconds:.1f} s; saved {self.path}" if self.path else f" in {self.seconds:.1f} s; not saved"
-        if self.best_step is not None:
+        if self.kept_step is not None:
+            text += f"; the word saved is step {self.kept_step}'s, whose pictures looked most like the training ones"
+        elif self.best_step is not None:
             text += f"; lowest validation loss at step {self.best_step}"
         if self.nan_rollbacks:
             text += f"; {self.nan_rollbacks} NaN rollback(s)"
@@ -137,15 +143,23 @@ def state_path_for(output: str | Path) -> Path:
 
 
 def train(model, images, config: TrainConfig, on_step: Callable[[StepInfo], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> TrainResult:
-    """Train `config.name` on `images` (a folder or a list of data.SourceImage) with `model` frozen."""
+          should_stop: Callable[[], bool] | None = None, image_encoder=None) -> TrainResult:
+    """Train `config.name` on `images` (a folder or a list of data.SourceImage) with `model` frozen.
+
+    `image_encoder` (pictures [N, 3, H, W] in 0..1 -> features [N, D], e.g. a CLIP vision model) turns on the
+    picture checks (picture_check.py): the run keeps the word whose pictures look most like the training pictures,
+    and early stop waits for that likeness to stop rising."""
     world = distributed.current()
     with distributed.main_speaks(world):
-        return _train(model, images, config, on_step, should_stop, world)
+        return _train(model, images, config, on_step, should_stop, world, image_encoder)
 
 
-def _train(model, images, config: TrainConfig, on_step, should_stop, world: distributed.World) -> TrainResult:
+def _train(model, images, config: TrainConfig, on_step, should_stop, world: distributed.World,
+           image_encoder=None) -> TrainResult:
     config.validate()
+    if image_encoder is not None and not config.validate_every:
+        raise SettingError("picture checks (an image encoder was given) run at each validation; set "
+                           "validate_every (e.g. 25), or give no image encoder.")
     images = _as_images(images)
     views = len(images) * (2 if config.flip else 1)  # each picture, and its mirror image when flipping
     if config.batch_size > views:
@@ -160,7 +174,12 @@ def _train(model, images, config: TrainConfig, on_step, should_stop, world: dist
         check_output(output, resuming=bool(config.resume))
     with torch.inference_mode(False), torch.enable_grad():
         trainer = Trainer(model, images, config, output, world)
-        return trainer.run(_callbacks(config, trainer.resolution, on_step, world.is_main), should_stop)
+        checks = None
+        if image_encoder is not None:
+            from .picture_check import PictureCheck
+
+            checks = PictureCheck(config, image_encoder, images, trainer.resolution)
+        return trainer.run(_callbacks(config, trainer.resolution, on_step, world.is_main, checks), should_stop)
 
 
 def check_output(output: Path, resuming: bool) -> None:
@@ -194,13 +213,14 @@ class _StepEvents:
     """What the callbacks did at this step, for the report."""
 
     def __init__(self):
-        self.val_loss, self.saved, self.preview = None, None, None
+        self.val_loss, self.saved, self.preview, self.picture_score = None, None, None, None
 
 
-def _callbacks(config: TrainConfig, resolution: int, on_step, main: bool = True) -> list:
-    """In this order: a validation may end the run, which skips the step's save; the report comes last. Every
-    process validates (its share; they decide early stop together); only the main one saves, previews, reports."""
-    callbacks = []
+def _callbacks(config: TrainConfig, resolution: int, on_step, main: bool = True, picture_check=None) -> list:
+    """In this order: the picture check, then the validation, which may end the run (reading both) and so skip the
+    step's save; the report comes last. Every process validates (its share; they decide early stop together) and
+    checks pictures (the same ones); only the main one saves, previews, reports."""
+    callbacks = [picture_check] if picture_check is not None else []
     if config.validate_every:
         callbacks.append(Validation(config))
     if not main:
@@ -239,6 +259,8 @@ class Trainer:
                                  world)
         self.step, self.smoothed, self.losses, self.last_loss = 0, None, [], float("nan")
         self.val_losses = []  # (step, validation loss)
+        self.picture_scores = []  # (step, likeness) of the picture checks
+        self.kept, self.kept_step, self.kept_score = None, None, None  # the best-scored word, when pictures are checked
         self.outcome, self.saved_path, self.events = None, None, _StepEvents()
         if config.resume:
             restore(self, load_state(config.resume))
@@ -271,17 +293,23 @@ class Trainer:
         keys = [k[0] for k in self.model.embedding_keys]
         return {k: p.detach().clone() for k, p in zip(keys, self.word_vectors())}
 
+    def keep(self, score: float) -> None:
+        """Keep the word as it is now as the one to save (its pictures look most like the training pictures)."""
+        self.kept, self.kept_step, self.kept_score = self.vector_dict(), self.step, score
+
     def embedding(self) -> Embedding:
+        """The word to save: the kept one when pictures are checked, else the word as it is now."""
         settings = {k: v for k, v in asdict(self.config).items() if k not in ("output", "resume", "state_path")}
         metadata = {
-            "step": str(self.step),
+            "step": str(self.step if self.kept is None else self.kept_step),
             "base_family": self.model.family,
             "base_model": Path(self.model.source).name,
             "init_text": self.config.init_text,
             "training": json.dumps(settings),
             "software": f"ti_core {__version__}",
         }
-        return Embedding(self.config.name, self.vector_dict(), metadata)
+        vectors = self.vector_dict() if self.kept is None else {k: v.clone() for k, v in self.kept.items()}
+        return Embedding(self.config.name, vectors, metadata)
 
     def save(self) -> Path | None:
         if self.output is None or not self.world.is_main:
@@ -323,7 +351,7 @@ class Trainer:
             losses=list(self.losses), path=str(saved) if saved else None,
             state_path=str(self.state_path) if saved else None, nan_rollbacks=self.guard.nan_rollbacks,
             seconds=time.perf_counter() - started, val_losses=list(self.val_losses), steps=config.steps,
-            first_step=first_step,
+            first_step=first_step, picture_scores=list(self.picture_scores), kept_step=self.kept_step,
         )
 
 

@@ -41,14 +41,16 @@ class Validation(Callback):
         if trainer.step % config.validate_every and trainer.step != config.steps:
             return
         trainer.events.val_loss = self.measure(trainer)
-        if self.plateaued(trainer.val_losses):
+        scores = [score for _, score in trainer.picture_scores]
+        # every process has the same losses (summed) and draws the same pictures; `any` keeps them in step even if
+        # an accelerator's arithmetic made one process's pictures differ
+        if trainer.world.any(finished([loss for _, loss in trainer.val_losses], scores, config.early_stop,
+                                      config.early_stop_fraction)):
             trainer.outcome = "early_stop"
+            what = "raised the pictures' likeness" if scores else "lowered the loss"
             logging.getLogger("ti_core").info(
-                f"early stop at step {trainer.step}: {config.early_stop} validations lowered the loss by less "
-                f"than {config.early_stop_fraction:.0%} of its fall since the start")
-
-    def plateaued(self, val_losses: list) -> bool:
-        return plateaued([loss for _, loss in val_losses], self.config.early_stop, self.config.early_stop_fraction)
+                f"early stop at step {trainer.step}: {config.early_stop} validations {what} by less than "
+                f"{config.early_stop_fraction:.0%} of its change since the start")
 
 
 def plateaued(losses: list, patience: int, fraction: float) -> bool:
@@ -60,13 +62,23 @@ def plateaued(losses: list, patience: int, fraction: float) -> bool:
     return best - min(losses[-patience:]) <= fraction * max(0.0, losses[0] - best)
 
 
-def plateau_step(val_losses: list, patience: int, fraction: float) -> int | None:
+def finished(losses: list, scores: list, patience: int, fraction: float) -> bool:
+    """Early stop's decision after a validation. With picture checks (`scores`, the likeness at the same steps as
+    `losses`): the likeness has stopped rising, by the same test as the loss (README, "When is it done?"); without:
+    the loss has stopped falling."""
+    if scores:
+        return plateaued([-score for score in scores], patience, fraction)
+    return plateaued(losses, patience, fraction)
+
+
+def plateau_step(val_losses: list, patience: int, fraction: float, picture_scores: list = ()) -> int | None:
     """The step at which early stop ends a run with these (step, validation loss) pairs (the first is step 0's, the
-    init vectors'), or None when it never does: `plateaued` evaluated at each validation in turn."""
-    losses = []
-    for step, loss in val_losses:
-        losses.append(loss)
-        if plateaued(losses, patience, fraction):
+    init vectors') and, with picture checks, (step, likeness) pairs at the same steps; None when it never does:
+    `finished` evaluated at each validation in turn."""
+    scores = dict(picture_scores)
+    for i, (step, _) in enumerate(val_losses):
+        seen = val_losses[:i + 1]
+        if finished([loss for _, loss in seen], [scores[s] for s, _ in seen if s in scores], patience, fraction):
             return step
     return None
 
@@ -134,5 +146,5 @@ class Reporter(Callback):
             vector_norms=[v.detach().norm(dim=1).tolist() for v in trainer.word_vectors()],
             elapsed=elapsed, eta=elapsed / (step - self.first_step) * (steps - step),
             nan_rollbacks=trainer.guard.nan_rollbacks, preview=events.preview, saved=events.saved,
-            val_loss=events.val_loss, vectors=trainer.vector_dict(),
+            val_loss=events.val_loss, vectors=trainer.vector_dict(), picture_score=events.picture_score,
         ))

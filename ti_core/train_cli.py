@@ -31,6 +31,9 @@ def add_train_arguments(p) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="fp32",
                    help="the dtype the frozen model is loaded in (default fp32); --precision is what it computes in")
     p.add_argument("--device", help="cuda, cuda:1, mps, cpu (default: the best available, in that order)")
+    p.add_argument("--image-encoder", help="turns on picture checks (--picture-samples): 'toyworld' (the built-in "
+                                           "model's judge) or a CLIP model's transformers folder (config.json + "
+                                           "weights); the saved word is the one whose pictures look most like yours")
     add_cli_arguments(p)
 
 
@@ -69,6 +72,11 @@ def train_from_args(args, device: str, chosen: bool = True):
         check_output(out, resuming=bool(config.resume))
         shown = f"{device} x {world.size} processes" if world.size > 1 else device
         print(f"device: {shown}" + ("" if chosen else " (the best available; --device to choose)"), file=sys.stderr)
+    encoder = None
+    if getattr(args, "image_encoder", None):  # before the model: a wrong path is said at once
+        from .image_encoders import load_image_encoder
+
+        encoder = load_image_encoder(args.image_encoder, device)
     model = load_model(args.model, dtype=args.dtype, device=device)
     previews = out.with_name(out.name.rsplit(".", 1)[0] + "_previews")
     bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True, disable=not world.is_main)
@@ -79,13 +87,15 @@ def train_from_args(args, device: str, chosen: bool = True):
         bar.n = info.step
         if info.val_loss is not None:
             shown["val"] = f"{info.val_loss:.4f}"
+        if info.picture_score is not None:
+            shown["likeness"] = f"{info.picture_score:.3f}"
         bar.set_postfix(loss=f"{info.smoothed_loss:.4f}", lr=f"{info.lr:.2g}", **shown)
         if info.preview is not None:
             previews.mkdir(parents=True, exist_ok=True)
             to_pil(info.preview)[0].save(previews / f"step_{info.step:06d}.png")
 
     with _ctrl_c_requests_stop() as stop:
-        result = train(model, images, config, on_step=on_step, should_stop=stop)
+        result = train(model, images, config, on_step=on_step, should_stop=stop, image_encoder=encoder)
     bar.close()
     return result
 

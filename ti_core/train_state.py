@@ -30,6 +30,10 @@ class TrainState:
     loss_scale: float = 1.0  # fp16 only
     val_losses: list = field(default_factory=list)  # [step, validation loss] pairs
     average: list = field(default_factory=list)  # per text encoder, the vectors' moving average (config.ema)
+    picture_scores: list = field(default_factory=list)  # [step, likeness] pairs of the picture checks
+    kept: list = field(default_factory=list)  # per text encoder, the best-scored word's vectors (picture checks)
+    kept_step: int | None = None
+    kept_score: float | None = None
 
 
 def save_state(path, state: TrainState) -> Path:
@@ -37,6 +41,7 @@ def save_state(path, state: TrainState) -> Path:
 
     tensors = {f"vector.{i}": v.detach().float().cpu().contiguous() for i, v in enumerate(state.vectors)}
     tensors.update({f"average.{i}": v.detach().float().cpu().contiguous() for i, v in enumerate(state.average)})
+    tensors.update({f"kept.{i}": v.detach().float().cpu().contiguous() for i, v in enumerate(state.kept)})
     tensors["generator"] = state.generator.clone()
     scalars = {}
     for pid, entries in state.optimizer["state"].items():
@@ -52,6 +57,8 @@ def save_state(path, state: TrainState) -> Path:
         "rng": [version, list(internal), gauss], "param_groups": state.optimizer["param_groups"],
         "optimizer_scalars": scalars, "vectors": len(state.vectors), "loss_scale": state.loss_scale,
         "val_losses": state.val_losses, "average": len(state.average),
+        "picture_scores": state.picture_scores, "kept": len(state.kept), "kept_step": state.kept_step,
+        "kept_score": state.kept_score,
     }
     data = save(tensors, metadata={STATE_KEY: json.dumps(meta)})
     return atomic_write(path, lambda f: f.write(data), overwrite=True)
@@ -96,6 +103,8 @@ def load_state(path) -> TrainState:
         losses=meta["losses"],
         loss_scale=meta["loss_scale"], val_losses=meta["val_losses"],
         average=[tensors[f"average.{i}"] for i in range(meta.get("average", 0))],
+        picture_scores=meta.get("picture_scores", []), kept=[tensors[f"kept.{i}"] for i in range(meta.get("kept", 0))],
+        kept_step=meta.get("kept_step"), kept_score=meta.get("kept_score"),
     )
 
 
@@ -109,6 +118,8 @@ def capture(trainer) -> TrainState:
         lr_scale=guard.lr_scale, nan_rollbacks=guard.nan_rollbacks, smoothed=trainer.smoothed,
         losses=trainer.losses, loss_scale=guard.loss_scale, val_losses=[list(pair) for pair in trainer.val_losses],
         average=[a.detach() for a in trainer.average or []],
+        picture_scores=[list(pair) for pair in trainer.picture_scores],
+        kept=list((trainer.kept or {}).values()), kept_step=trainer.kept_step, kept_score=trainer.kept_score,
     )
 
 
@@ -131,6 +142,11 @@ def restore(trainer, state: TrainState) -> None:
     guard.loss_scale = state.loss_scale
     trainer.smoothed, trainer.losses = state.smoothed, list(state.losses)
     trainer.val_losses = [tuple(pair) for pair in state.val_losses]
+    trainer.picture_scores = [tuple(pair) for pair in state.picture_scores]
+    if state.kept:  # the best-scored word so far: later checks must beat it to replace it
+        keys = [k[0] for k in trainer.model.embedding_keys]
+        trainer.kept = {k: v.to(device=p.device, dtype=p.dtype) for k, v, p in zip(keys, state.kept, params)}
+        trainer.kept_step, trainer.kept_score = state.kept_step, state.kept_score
     if trainer.average is not None:  # a state saved without an average: it starts from the resumed vectors
         trainer.average = ([v.to(device=p.device, dtype=p.dtype) for v, p in zip(state.average, params)]
                            or [v.detach().clone() for v in trainer.vectors()])

@@ -58,6 +58,22 @@ class Judge(nn.Module):
         pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
         return {name: head(pooled) for name, head in self.heads.items()}
 
+    def features_of(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 256]: what the heads read (the feature layers, pooled), for pictures [N, 3, H, W] in 0..1."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                x = self.features(_to_size(images.float()) * 2 - 1)
+                return torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
+        finally:
+            self.train(was_training)
+
+    def encoder(self):
+        """The image encoder of the toy world's picture checks (train(..., image_encoder=)): the feature layers, as
+        a CLIP vision model's image tower is elsewhere."""
+        return self.features_of
+
     def classify(self, images, batch_size: int = 256) -> list[dict[str, str]]:
         """Name each attribute of each picture: a [N, 3, H, W] (or [3, H, W]) tensor in 0..1, or a list of PIL
         images. Returns one dict per picture with the keys shape, colour, pattern, background."""

@@ -69,12 +69,24 @@ def baseline(model, judge, cell: Cell, config) -> dict:
     return _measure(model, judge, cell, init_word(cell, config), seen, config)
 
 
+def kept_step(picture_scores: list, until: int | None) -> int | None:
+    """The step whose word a run with picture checks saves when it ends at `until` (None: at its last check): the
+    first best-scored check up to there."""
+    seen = [(step, score) for step, score in picture_scores if until is None or step <= until]
+    if not seen:
+        return None
+    best = max(score for _, score in seen)
+    return next(step for step, score in seen if score == best)
+
+
 def run_cell(model, judge, cell: Cell, config, at=(), snapshots_to=None, judge_end=True, **overrides) -> dict:
     """Train `cell` with the demo recipe `config` (a DemoConfig; `overrides` replace TrainConfig fields) up to
     config.steps without stopping, and judge the vectors at the steps in `at`, at the early-stop step (if the
-    rule fires) and at the end. With `snapshots_to` (a .pt path), the vectors at every validation are kept there
-    too, so other steps can be judged later (`judge_snapshots`) without training again. Returns a JSON-able
-    record."""
+    rule fires) and at the end. With config.picture_check (the judge's features as the image encoder), the words
+    judged for early stop and the end are the ones such a run saves: the best-scored up to there ("kept"); with
+    judge_end False, those are judged and the last step is not. With `snapshots_to` (a .pt path), the vectors at
+    every validation are kept there too, so other steps can be judged later (`judge_snapshots`) without training
+    again. Returns a JSON-able record."""
     from ..demo import training_config
     from ..embeddings import Embedding
     from ..train import train
@@ -93,15 +105,24 @@ def run_cell(model, judge, cell: Cell, config, at=(), snapshots_to=None, judge_e
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder, seen = _draw(cell, Path(tmp) / "pictures")
-        result = train(model, folder, train_config, on_step=on_step)
+        encoder = judge.encoder() if config.picture_check else None
+        result = train(model, folder, train_config, on_step=on_step, image_encoder=encoder)
     seconds = time.perf_counter() - started
-    # Where the trainer's early stop would have ended the run: its rule over the validation losses from step 0 on
-    # (the init vectors' loss, measured before the first step, is the start of the fall the rule compares with)
-    stop = plateau_step(result.val_losses, config.early_stop, train_config.early_stop_fraction)
+    # Where the trainer's early stop would have ended the run: its rule over the validation losses (and picture
+    # scores) from step 0 on (the init vectors' values, measured before the first step, are where the change the
+    # rule compares with starts)
+    stop = plateau_step(result.val_losses, config.early_stop, train_config.early_stop_fraction,
+                        result.picture_scores)
     early = {} if stop is None else {"step": stop, "seconds": round(elapsed[stop], 2)}
     judged = set(at)
+    saved = {}
+    if result.picture_scores:  # the word such a run saves: the best-scored one up to its stop, or up to the end
+        saved = {"early_stop": kept_step(result.picture_scores, stop), "end": kept_step(result.picture_scores, None)}
+        judged |= {step for step in saved.values() if step}  # a step-0 word is the init word: not kept vectors
+        if early:
+            early["kept_step"] = saved["early_stop"]
     if judge_end:
-        judged |= {train_config.steps, *([early["step"]] if early else [])}
+        judged |= {train_config.steps, *([early["step"]] if early and not saved else [])}
     if snapshots_to:
         import torch
 
@@ -111,13 +132,15 @@ def run_cell(model, judge, cell: Cell, config, at=(), snapshots_to=None, judge_e
         atomic_write(snapshots_to, lambda f: torch.save(validations, f), overwrite=True)
     points = {step: _measure(model, judge, cell, f"embedding:{name}", seen, config, [Embedding(name, kept[step])])
               for step in sorted(judged) if step in kept}
-    if early and early["step"] in points:
-        early.update(points[early["step"]])
+    judged_step = early.get("kept_step", early.get("step")) if early else None
+    if judged_step in points:
+        early.update(points[judged_step])
     record = {
         "cell": asdict(cell), "overrides": overrides, "steps": result.steps_done, "seconds": round(seconds, 1),
         "seconds_per_step": round(result.seconds / max(1, result.steps_done), 4),
         "val_losses": [[s, round(v, 6)] for s, v in result.val_losses],
         "points": {str(s): v for s, v in points.items()}, "early_stop": early or None,
+        "picture_scores": [[s, round(v, 6)] for s, v in result.picture_scores], "kept": saved or None,
     }
     return record
 
