@@ -260,7 +260,7 @@ class Trainer:
         self.step, self.smoothed, self.losses, self.last_loss = 0, None, [], float("nan")
         self.val_losses = []  # (step, validation loss)
         self.picture_scores = []  # (step, likeness) of the picture checks
-        self.kept, self.kept_step, self.kept_score = None, None, None  # the best-scored word, when pictures are checked
+        self.kept, self.kept_step, self.kept_score = None, None, None  # the best-scored word (picture checks)
         self.outcome, self.saved_path, self.events = None, None, _StepEvents()
         if config.resume:
             restore(self, load_state(config.resume))

@@ -132,7 +132,8 @@ class TrainConfig:
     picture_steps: int = opt(20, "sampling steps of each picture check", low=1, high=1000)  # a preview's
     picture_cfg: float = opt(5.0, "guidance scale of the picture checks", low=0.0)  # what the toy world's
     # fidelity is measured with; far higher guidance exaggerates colours the word only half holds
-    picture_prompt: str = opt("a photo of a [name]", "what the picture checks draw; [name] becomes the word")  # the reconstruction prompt: the thing alone, as the training pictures show it
+    picture_prompt: str = opt("a photo of a [name]", "what the picture checks draw; [name] becomes the word")
+    # the reconstruction prompt: the thing alone, as the training pictures show it
     nan_lr_factor: float = opt(0.5, "after a NaN/inf step, roll back and multiply the learning rate by this")
 
     def validate(self) -> None:
