@@ -25,32 +25,61 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ti_core.toyworld.trial import kept_step  # noqa: E402  (the word a run with picture checks saves)
 from ti_core.train_callbacks import plateau_step as stop_step  # noqa: E402  (the trainer's own rule)
 
 RULE_FIELDS = ("patience", "fraction")
 
 
-def _records(paths: list, tag: str | None = None) -> dict:
-    """key -> {"cell", "val_losses", "steps", "points", "overrides", "run_tags"}: every judged point of a cell under
-    the recipe `tag` (None: the default recipe, whatever its runs were tagged) merged over the files (runs of the
-    same cell and recipe are the same run: the trainer is deterministic on one thread)."""
-    cells = {}
+def _records(paths: list, tag: str | None = None, same_as: str | None = None) -> dict:
+    """key -> {"cell", "val_losses", "steps", "points", "overrides", "run_tags", "picture_scores"}: every judged
+    point of a cell under the recipe `tag` (None: the default recipe, whatever its runs were tagged) merged over the
+    files (runs of the same cell and recipe are the same run: the trainer is deterministic on one thread). With
+    `same_as` (a recipe whose runs train exactly as `tag`'s, e.g. the defaults for runs that only add picture
+    checks), that recipe's judged points are merged too, where its validation losses are the same."""
+    cells, twins = {}, defaultdict(list)
     for path in paths:
         for row in (json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()):
-            if row["tag"] == "baseline" or (row["tag"] != tag if tag else row.get("overrides")):
+            if row["tag"] == "baseline":
+                continue
+            if same_as and (row["tag"] == same_as or (same_as == "defaults" and not row.get("overrides"))):
+                twins[row["key"]].append(row)
+            if row["tag"] != tag if tag else row.get("overrides"):
                 continue
             cell = cells.setdefault(row["key"], {"cell": row["cell"], "val_losses": row["val_losses"],
                                                  "steps": row["steps"], "points": {}, "tag": tag or "defaults",
-                                                 "overrides": row.get("overrides", {}), "run_tags": set()})
+                                                 "overrides": row.get("overrides", {}), "run_tags": set(),
+                                                 "picture_scores": row.get("picture_scores") or []})
             cell["run_tags"].add(row["tag"])
             if cell["val_losses"] != row["val_losses"]:
                 raise SystemExit(f"{row['key']}: two runs with different validation losses ({path}): not the same "
                                  "recipe; pass files of one recipe only")
-            cell["points"].update({int(k): v for k, v in row["points"].items()})
-            if row.get("early_stop") and "reconstruction" in row["early_stop"]:
-                cell["points"][row["early_stop"]["step"]] = {k: row["early_stop"][k]
-                                                             for k in ("reconstruction", "editability")}
+            _merge_points(cell, row)
+    for key, rows in twins.items():
+        for row in rows:
+            if key in cells and row["tag"] != cells[key]["tag"]:
+                if row["val_losses"] != cells[key]["val_losses"]:
+                    raise SystemExit(f"{key}: the {same_as} run's validation losses differ from the {tag} run's: "
+                                     "they do not train alike; drop --same-as")
+                _merge_points(cells[key], row)
+                cells[key]["run_tags"].add(row["tag"])
     return cells
+
+
+def _merge_points(cell: dict, row: dict) -> None:
+    cell["points"].update({int(k): v for k, v in row["points"].items()})
+    early = row.get("early_stop") or {}
+    if "reconstruction" in early:
+        word = early.get("kept_step", early["step"])  # with picture checks, the word saved at the stop
+        cell["points"][word] = {k: early[k] for k in ("reconstruction", "editability")}
+
+
+def stop_and_word(cell: dict, rule: dict) -> tuple:
+    """(the step where `rule` ends the cell's run, the step of the word it saves): the same, unless the run checked
+    pictures, which saves the best-scored word up to its stop."""
+    scores = cell.get("picture_scores") or []
+    stop = stop_step(cell["val_losses"], **rule, picture_scores=scores) or cell["steps"]
+    return stop, (kept_step(scores, stop) if scores else stop)
 
 
 def _snapshot_file(folder: Path, key: str, tags) -> Path | None:
@@ -101,7 +130,8 @@ def _read_judged(cells: dict, judged_path: Path) -> None:
     for path in judged_path.parent.glob(judged_path.name.replace(".jsonl", "*.jsonl")):
         for row in map(json.loads, path.read_text().splitlines()):
             cell = cells.get(row["key"])
-            if cell and row.get("tag", "defaults") == cell["tag"]:  # cached before tags were kept: the defaults
+            # cached before tags were kept: the defaults; a twin recipe's (--same-as) count as the cell's own
+            if cell and row.get("tag", "defaults") in cell["run_tags"] | {cell["tag"]}:
                 cell["points"][row["step"]] = row["scores"]
 
 
@@ -122,9 +152,9 @@ def report(cells: dict, rules: list, samples: int = 16) -> list:
     for rule in rules:
         steps, fids, bests, regrets = [], [], [], []
         for key, c in sorted(cells.items()):
-            step = stop_step(c["val_losses"], **rule) or c["steps"]
+            step, word = stop_and_word(c, rule)
             steps.append(step)
-            scores = c["points"].get(step)
+            scores = c["points"].get(word)
             if scores is None:
                 continue
             fids.append(_fid(scores))
@@ -135,8 +165,10 @@ def report(cells: dict, rules: list, samples: int = 16) -> list:
             gain, n, s = max(gains, key=lambda g: g[0], default=(0.0, None, None))
             if gain >= 0.10 - 1e-9:
                 beyond = _beyond_noise(scores, s, samples)
+                saved = "" if word == step else f" (the word of step {word})"
                 regrets.append((beyond, f"{key} stops at {step} with {100 * scores['reconstruction']:.0f}/"
-                                        f"{100 * scores['editability']:.0f}; at {n}: {100 * s['reconstruction']:.0f}/"
+                                        f"{100 * scores['editability']:.0f}{saved}; at {n}: "
+                                        f"{100 * s['reconstruction']:.0f}/"
                                         f"{100 * s['editability']:.0f}" + ("" if beyond else " (within the judge's "
                                                                               "noise)")))
         name = ",".join(f"{k}={v}" for k, v in rule.items())
@@ -156,7 +188,7 @@ def by_concept(cells: dict, rule: dict) -> list:
     stops, and how many cells reach the bar (>= 85 % and >= 90 %)."""
     groups = defaultdict(list)
     for c in cells.values():
-        scores = c["points"].get(stop_step(c["val_losses"], **rule) or c["steps"])
+        scores = c["points"].get(stop_and_word(c, rule)[1])
         if scores is not None:
             groups[c["cell"]["what"]].append(scores)
     lines = ["| concept | cells | reconstruction min / mean | editability min / mean | at the bar |",
@@ -193,6 +225,8 @@ def main(argv=None) -> int:
     parser.add_argument("files", nargs="+", help="results of bench/toyworld_fidelity.py run (one recipe)")
     parser.add_argument("--tag", help="the recipe to read (the fidelity bench's --tag, e.g. vector_norm=fixed; "
                         "default: the default recipe's runs)")
+    parser.add_argument("--same-as", help="a recipe whose runs train exactly as --tag's (checked on the validation "
+                        "losses), whose judged steps count too, e.g. defaults for runs that only add picture checks")
     parser.add_argument("--rule", action="append", type=_rule, help="patience=N,fraction=F (repeatable; default: "
                                                                     "the trainer's default rule)")
     parser.add_argument("--snapshots", help="the --snapshots folder of the runs, to judge steps not judged yet")
@@ -207,10 +241,10 @@ def main(argv=None) -> int:
     from ti_core.train import TrainConfig
 
     rules = args.rule or [{"patience": DemoConfig().early_stop, "fraction": TrainConfig.early_stop_fraction}]
-    cells = _records(args.files, args.tag)
+    cells = _records(args.files, args.tag, args.same_as)
     _read_judged(cells, Path(args.judged))
     if args.judge:
-        wanted = {k: {stop_step(c["val_losses"], **r) or c["steps"] for r in rules} for k, c in cells.items()}
+        wanted = {k: {stop_and_word(c, r)[1] for r in rules} for k, c in cells.items()}
         shard = tuple(int(x) for x in args.shard.split("/"))
         _judge_missing(cells, wanted, Path(args.snapshots) if args.snapshots else None, Path(args.judged), shard)
     print(f"{len(cells)} cells")

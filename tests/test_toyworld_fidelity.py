@@ -12,7 +12,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from toyworld_early_stop import _read_judged, _records, _snapshot_file, report, stop_step  # noqa: E402
+from toyworld_early_stop import (  # noqa: E402
+    _read_judged,
+    _records,
+    _snapshot_file,
+    report,
+    stop_and_word,
+    stop_step,
+)
 from toyworld_fidelity import summarize  # noqa: E402
 
 from ti_core.toyworld import render  # noqa: E402
@@ -95,6 +102,34 @@ def test_the_early_stop_bench_reads_one_recipe(tmp_path):
     assert _snapshot_file(tmp_path, "k", fixed["k"]["run_tags"]).name == "vector_norm=fixed-k.pt"
     assert _snapshot_file(tmp_path, "k", _records([results])["k"]["run_tags"]).name == "defaults-k.pt"
     assert _snapshot_file(tmp_path, "k", {"other"}) is None
+
+
+def test_the_early_stop_bench_reads_picture_checks_and_the_twin_recipes_judgements(tmp_path):
+    """A run with picture checks stops where its likeness stopped rising and is judged on the word it saves (the
+    best-scored up to there); the judged steps of the default recipe count for it where both trained alike."""
+    losses = [[0, 1.0], [25, 0.5], [50, 0.5], [75, 0.5], [100, 0.5], [125, 0.5], [150, 0.5]]
+    likeness = [[0, 0.5], [25, 0.7], [50, 0.9], [75, 0.85], [100, 0.9], [125, 0.88], [150, 0.95]]
+
+    def row(tag, points, **extra):
+        return {"tag": tag, "key": "k", "cell": {}, "overrides": {}, "steps": 150, "val_losses": losses,
+                "points": {str(s): {"reconstruction": r, "editability": 1.0} for s, r in points.items()}, **extra}
+
+    results = tmp_path / "f.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in (
+        row("defaults", {100: 0.2, 150: 0.9}),
+        row("pictures", {50: 1.0}, picture_scores=likeness,
+            early_stop={"step": 125, "kept_step": 50, "reconstruction": 1.0, "editability": 1.0}))))
+    cells = _records([results], "pictures", "defaults")
+    assert sorted(cells["k"]["points"]) == [50, 100, 150]  # its own word at 50, the defaults' 100 and 150
+    assert stop_and_word(cells["k"], {"patience": 3, "fraction": 0.1}) == (125, 50)  # 75-125 under 0.9
+    rule = next(line for line in report(cells, [{"patience": 3, "fraction": 0.1}]) if line.startswith("rule "))
+    assert "mean stop 125 steps" in rule and rule.endswith("0 cells 10 points better later (0 beyond the judge's "
+                                                           "noise)"), rule
+    assert stop_and_word(_records([results])["k"], {"patience": 3, "fraction": 0.1}) == (100, 100)  # loss alone
+    bad = tmp_path / "g.jsonl"
+    bad.write_text(json.dumps(row("defaults", {}, val_losses=losses[:1])) + "\n" + results.read_text())
+    with pytest.raises(SystemExit, match="do not train alike"):
+        _records([bad], "pictures", "defaults")
 
 
 @pytest.fixture(scope="module")
