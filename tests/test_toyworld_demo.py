@@ -76,3 +76,15 @@ def test_the_readme_describes_the_demo_config():
                    f"early stop after {config.early_stop} validations that lower it by less than "
                    f"{TrainConfig.early_stop_fraction:.0%} of its fall so far", f"at most {config.steps} steps"):
         assert phrase in readme, phrase
+
+
+def test_picture_checks_keep_the_most_alike_word(tmp_path, capsys):
+    """--picture-check: the judge's feature layers score the word's pictures at step 0 and every validation (here
+    the end, step 2); the saved word is the best-scored one, and the report says which and what it scored."""
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--json", "--steps", "2", "--samples", "3",
+                 "--picture-check"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    scores = dict(report["picture_scores"])
+    assert sorted(scores) == [0, 2] and all(0.0 < v <= 1.0 for v in scores.values())
+    assert report["kept_step"] == max(scores, key=lambda s: (scores[s], -s))
+    assert load_embedding(report["embedding"]).metadata["step"] == str(report["kept_step"])

@@ -119,6 +119,8 @@ def cmd_demo(args) -> int:
         config = replace(config, early_stop=args.early_stop)
     if args.samples is not None:
         config = replace(config, samples=args.samples)
+    if args.picture_check is not None:
+        config = replace(config, picture_check=args.picture_check)
     report = run_demo(Path(args.out), log=(lambda s: None) if args.json else print, config=config)
     if args.json:
         print(json.dumps(report))  # one object on the last line
@@ -188,8 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo, fraction = DemoConfig(), TrainConfig.early_stop_fraction
     p.add_argument("--steps", type=int, help=f"training steps (default {demo.steps})")
     p.add_argument("--early-stop", type=int, metavar="N",
-                   help=f"stop after N validations (every {demo.validate_every} steps) that lower the loss by less "
-                        f"than {fraction * 100:.0f}%% of its fall so far (default {demo.early_stop}; 0 = all steps)")
+                   help=f"stop after N validations (every {demo.validate_every} steps) that lower the loss (with "
+                        f"--picture-check: raise the likeness of the word's pictures) by less than "
+                        f"{fraction * 100:.0f}%% of its change so far (default {demo.early_stop}; 0 = all steps)")
+    p.add_argument("--picture-check", action=argparse.BooleanOptionalAction,
+                   help="at each validation draw the word and compare the pictures with the training ones (the "
+                        "judge's feature layers as the image encoder); the saved word is the most alike "
+                        f"(default {'on' if demo.picture_check else 'off'})")
     p.add_argument("--samples", type=int,
                    help=f"pictures per measure, for the word and the baseline (default {demo.samples})")
     p.add_argument("--concept", metavar="WORDS",

@@ -36,11 +36,13 @@ class DemoConfig:
     learning_rate: str = "5e-3"
     validate_every: int = 25
     validation_samples: int = 32
-    early_stop: int = 3  # stop after 3 validations (75 steps) that lower the loss by less than a tenth of its fall
-    # so far: across the fidelity matrix (bench/toyworld_early_stop.py) about half of the 300 steps, with the
-    # fidelity of the 300-step runs (README, "When is it done?")
+    early_stop: int = 3  # stop after 3 validations (75 steps) that lower the loss (with picture checks: raise the
+    # likeness) by less than a tenth of its change so far: across the fidelity matrix (bench/toyworld_early_stop.py)
+    # about half of the 300 steps, with the fidelity of the 300-step runs (README, "When is it done?")
     preview_every: int = 50
-    picture_check: bool = False  # the judge's feature layers as the image encoder of picture checks (picture_check.py)
+    picture_check: bool = False  # picture checks (picture_check.py) with the judge's feature layers as the image
+    # encoder (a CLIP vision model's place elsewhere): off, measured across the fidelity matrix (README, "When is it
+    # done?"); --picture-check turns them on
     samples: int = 32  # pictures per measure (reconstruction, editability), for the word and for the baseline
     cfg: float = 5.0
     sample_steps: int = 25
@@ -122,11 +124,14 @@ def run_demo(out: Path, log: Callable[[str], None] = print, config: DemoConfig =
         if info.preview is not None:
             previews.append((info.step, info.preview[0]))
         if info.val_loss is not None:
-            log(f"  step {info.step:4d}  loss {info.smoothed_loss:.4f}  validation loss {info.val_loss:.4f}")
+            likeness = "" if info.picture_score is None else f"  likeness {info.picture_score:.3f}"
+            log(f"  step {info.step:4d}  loss {info.smoothed_loss:.4f}  validation loss {info.val_loss:.4f}{likeness}")
 
-    result = train(model, images, train_config, on_step=on_step)
+    encoder = judge.encoder() if config.picture_check else None
+    result = train(model, images, train_config, on_step=on_step, image_encoder=encoder)
     log(f"trained {result.steps_done} steps in {result.seconds:.0f} s"
-        + (" (early stop: the validation loss stopped improving)" if result.early_stopped else "")
+        + (" (early stop: the word stopped improving)" if result.early_stopped else "")
+        + (f"; kept the word of step {result.kept_step}" if result.kept_step is not None else "")
         + f"; saved {result.path}")
 
     embedding = load_embedding(target, name=config.name)
@@ -138,6 +143,7 @@ def run_demo(out: Path, log: Callable[[str], None] = print, config: DemoConfig =
         "steps": result.steps_done, "seconds": round(time.perf_counter() - started, 1),
         "training_seconds": round(result.seconds, 1), "early_stopped": result.early_stopped,
         "val_losses": [[s, round(v, 5)] for s, v in result.val_losses], "best_step": result.best_step,
+        "picture_scores": [[s, round(v, 5)] for s, v in result.picture_scores], "kept_step": result.kept_step,
         "samples_per_measure": config.samples, "splice_max_difference": splice,
         "embedding": result.path, "images": str(images), "config": asdict(config),
     }
