@@ -59,17 +59,19 @@ def test_a_resumed_run_keeps_the_same_record(tmp_path, loaded):
     assert torch.equal(resumed.embedding.vectors["emb_params"], straight.embedding.vectors["emb_params"])
 
 
-def test_early_stop_reads_the_likeness_when_pictures_are_checked():
-    losses = [1.0, 0.5, 0.5, 0.5, 0.5]  # flat after the first validation: the loss alone would stop at the last
+def test_with_picture_checks_early_stop_waits_for_the_loss_and_the_likeness():
+    flat_loss = [1.0, 0.5, 0.5, 0.5, 0.5]  # flat after the first validation: the loss alone would stop at the last
+    falling = [1.0, 0.8, 0.6, 0.4, 0.2]
     rising = [0.2, 0.4, 0.5, 0.6, 0.7]
     flat = [0.2, 0.8, 0.8, 0.79, 0.8]
-    assert finished(losses, [], 3, 0.1)
-    assert not finished(losses, rising, 3, 0.1)
-    assert finished(losses, flat, 3, 0.1)
+    assert finished(flat_loss, [], 3, 0.1)
+    assert not finished(flat_loss, rising, 3, 0.1)  # the pictures still get closer
+    assert not finished(falling, flat, 3, 0.1)  # the loss still falls
+    assert finished(flat_loss, flat, 3, 0.1)
     steps = list(range(0, 125, 25))
-    assert plateau_step(list(zip(steps, losses)), 3, 0.1) == 100
-    assert plateau_step(list(zip(steps, losses)), 3, 0.1, list(zip(steps, rising))) is None
-    assert plateau_step(list(zip(steps, losses)), 3, 0.1, list(zip(steps, flat))) == 100
+    assert plateau_step(list(zip(steps, flat_loss)), 3, 0.1) == 100
+    assert plateau_step(list(zip(steps, flat_loss)), 3, 0.1, list(zip(steps, rising))) is None
+    assert plateau_step(list(zip(steps, flat_loss)), 3, 0.1, list(zip(steps, flat))) == 100
 
 
 def test_likeness_is_the_mean_cosine_to_the_training_pictures():

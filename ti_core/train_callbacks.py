@@ -47,9 +47,9 @@ class Validation(Callback):
         if trainer.world.any(finished([loss for _, loss in trainer.val_losses], scores, config.early_stop,
                                       config.early_stop_fraction)):
             trainer.outcome = "early_stop"
-            what = "raised the pictures' likeness" if scores else "lowered the loss"
+            what = "lowered the loss nor raised the pictures' likeness" if scores else "lowered the loss"
             logging.getLogger("ti_core").info(
-                f"early stop at step {trainer.step}: {config.early_stop} validations {what} by less than "
+                f"early stop at step {trainer.step}: {config.early_stop} validations {what} by as much as "
                 f"{config.early_stop_fraction:.0%} of its change since the start")
 
 
@@ -63,12 +63,14 @@ def plateaued(losses: list, patience: int, fraction: float) -> bool:
 
 
 def finished(losses: list, scores: list, patience: int, fraction: float) -> bool:
-    """Early stop's decision after a validation. With picture checks (`scores`, the likeness at the same steps as
-    `losses`): the likeness has stopped rising, by the same test as the loss (README, "When is it done?"); without:
-    the loss has stopped falling."""
-    if scores:
-        return plateaued([-score for score in scores], patience, fraction)
-    return plateaued(losses, patience, fraction)
+    """Early stop's decision after a validation: the loss has stopped falling and, with picture checks (`scores`,
+    the likeness at the same steps as `losses`), the likeness has stopped rising too, by the same test. Either alone
+    ended runs too soon across the toy world: the loss while the word still swung, the likeness on a flat stretch
+    before a late jump (README, "When is it done?")."""
+    loss_done = plateaued(losses, patience, fraction)
+    if not scores:
+        return loss_done
+    return loss_done and plateaued([-score for score in scores], patience, fraction)
 
 
 def plateau_step(val_losses: list, patience: int, fraction: float, picture_scores: list = ()) -> int | None:
