@@ -54,6 +54,7 @@ def _records(paths: list, tag: str | None = None, same_as: str | None = None) ->
             if cell["val_losses"] != row["val_losses"]:
                 raise SystemExit(f"{row['key']}: two runs with different validation losses ({path}): not the same "
                                  "recipe; pass files of one recipe only")
+            cell["picture_scores"] = cell["picture_scores"] or row.get("picture_scores") or []  # from any run of it
             _merge_points(cell, row)
     for key, rows in twins.items():
         for row in rows:
