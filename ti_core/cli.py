@@ -190,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo, fraction = DemoConfig(), TrainConfig.early_stop_fraction
     p.add_argument("--steps", type=int, help=f"training steps (default {demo.steps})")
     p.add_argument("--early-stop", type=int, metavar="N",
-                   help=f"stop after N validations (every {demo.validate_every} steps) that lower the loss (with "
-                        f"--picture-check: raise the likeness of the word's pictures) by less than "
+                   help=f"stop after N validations (every {demo.validate_every} steps) that lower the loss (and, with "
+                        f"picture checks, raise the likeness of the word's pictures) by less than "
                         f"{fraction * 100:.0f}%% of its change so far (default {demo.early_stop}; 0 = all steps)")
     p.add_argument("--picture-check", action=argparse.BooleanOptionalAction,
                    help="at each validation draw the word and compare the pictures with the training ones (the "
