@@ -125,7 +125,12 @@ def test_the_early_stop_bench_reads_picture_checks_and_the_twin_recipes_judgemen
     rule = next(line for line in report(cells, [{"patience": 3, "fraction": 0.1}]) if line.startswith("rule "))
     assert "mean stop 125 steps" in rule and rule.endswith("0 cells 10 points better later (0 beyond the judge's "
                                                            "noise)"), rule
-    assert stop_and_word(_records([results])["k"], {"patience": 3, "fraction": 0.1}) == (100, 100)  # loss alone
+    # read as the default recipe (no tag), a cell takes the likeness of any of its runs that checked pictures, as
+    # the demo's default runs do; a run without picture checks stops by the loss alone
+    assert stop_and_word(_records([results])["k"], {"patience": 3, "fraction": 0.1}) == (125, 50)
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps(row("defaults", {100: 0.2, 150: 0.9})) + "\n")
+    assert stop_and_word(_records([plain])["k"], {"patience": 3, "fraction": 0.1}) == (100, 100)
     bad = tmp_path / "g.jsonl"
     bad.write_text(json.dumps(row("defaults", {}, val_losses=losses[:1])) + "\n" + results.read_text())
     with pytest.raises(SystemExit, match="do not train alike"):
