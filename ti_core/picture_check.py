@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .train_callbacks import Callback
+from .train_callbacks import Callback, validates_at
 
 ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
 SEED_OFFSET = 104729  # picture checks draw with seeds no preview or validation uses
@@ -27,16 +27,9 @@ SEED_OFFSET = 104729  # picture checks draw with seeds no preview or validation 
 
 def square_pictures(images: list, size: int) -> torch.Tensor:
     """[N, 3, size, size] in 0..1: the centre square of each training picture (data.SourceImage), never stretched."""
-    import numpy as np
+    from .data import square_crop, to_tensor
 
-    out = []
-    for image in images:
-        width, height = image.rgb.size
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        square = image.rgb.crop((left, top, left + side, top + side)).resize((size, size), resample=3)  # bicubic
-        out.append(torch.from_numpy(np.asarray(square, dtype=np.float32) / 255.0).permute(2, 0, 1))
-    return torch.stack(out)
+    return torch.stack([(to_tensor(square_crop(image.rgb, size, "center")) + 1) / 2 for image in images])
 
 
 def encode(encoder: ImageEncoder, pictures: torch.Tensor) -> torch.Tensor:
@@ -68,10 +61,8 @@ class PictureCheck(Callback):
             self.measure(trainer)  # the init word's pictures: where the likeness starts rising from
 
     def on_step_end(self, trainer) -> None:
-        config = self.config
-        if trainer.step % config.validate_every and trainer.step != config.steps:
-            return
-        trainer.events.picture_score = self.measure(trainer)
+        if validates_at(self.config, trainer.step):
+            trainer.events.picture_score = self.measure(trainer)
 
     def draw(self, trainer) -> torch.Tensor:
         """[picture_samples, 3, H, W] in 0..1: the word's pictures, the same seeds at every check."""

@@ -38,7 +38,7 @@ class Validation(Callback):
 
     def on_step_end(self, trainer) -> None:
         config = self.config
-        if trainer.step % config.validate_every and trainer.step != config.steps:
+        if not validates_at(config, trainer.step):
             return
         trainer.events.val_loss = self.measure(trainer)
         scores = [score for _, score in trainer.picture_scores]
@@ -51,6 +51,12 @@ class Validation(Callback):
             logging.getLogger("ti_core").info(
                 f"early stop at step {trainer.step}: {config.early_stop} validations {what} by as much as "
                 f"{config.early_stop_fraction:.0%} of its change since the start")
+
+
+def validates_at(config, step: int) -> bool:
+    """Whether a validation (and, with picture checks, a check) is made after `step`: every validate_every, and at
+    the last step."""
+    return step % config.validate_every == 0 or step == config.steps
 
 
 def plateaued(losses: list, patience: int, fraction: float) -> bool:

@@ -53,19 +53,22 @@ class Judge(nn.Module):
         )
         self.heads = nn.ModuleDict({name: nn.Linear(8 * w, len(names)) for name, names in ATTRIBUTES.items()})
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def pooled(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 256]: what the heads read (the feature layers, mean- and max-pooled), for pictures in 0..1."""
         x = self.features(_to_size(images) * 2 - 1)
-        pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
+        return torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        pooled = self.pooled(images)
         return {name: head(pooled) for name, head in self.heads.items()}
 
     def features_of(self, images: torch.Tensor) -> torch.Tensor:
-        """[N, 256]: what the heads read (the feature layers, pooled), for pictures [N, 3, H, W] in 0..1."""
+        """`pooled` in eval mode without gradients, for pictures [N, 3, H, W] in 0..1 (any float dtype)."""
         was_training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                x = self.features(_to_size(images.float()) * 2 - 1)
-                return torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
+                return self.pooled(images.float())
         finally:
             self.train(was_training)
 
