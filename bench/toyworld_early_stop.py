@@ -140,18 +140,31 @@ def _fid(scores: dict) -> float:
     return (scores["reconstruction"] + scores["editability"]) / 2
 
 
+def saved_at(cell: dict, stop: int) -> int | None:
+    """The step of the word a run of this cell saves when it ends at `stop`: the last step's, unless the run checked
+    pictures, which saves the best-scored word up to there."""
+    scores = cell.get("picture_scores") or []
+    return kept_step(scores, stop) if scores else stop
+
+
 def report(cells: dict, rules: list, samples: int = 16) -> list:
+    """Per rule: the mean stop against the best fixed length (a fixed-length run of the same recipe, judged on the
+    word it saves: with picture checks its best-scored word), the fidelity kept, and the cells that continuing would
+    make 10 points better, read two ways: a later step's word (any later step, whether a run saves it or not) and
+    a later stop's (the word the run would save had it stopped at a later validation: the same reading without
+    picture checks)."""
     lines = []
-    fixed = sorted(set.intersection(*(set(c["points"]) for c in cells.values())))
+    fixed = sorted(set.intersection(*({n for n in c["points"] if saved_at(c, n) in c["points"]}
+                                      for c in cells.values())))
+    fixed_fid = {n: statistics.mean(_fid(c["points"][saved_at(c, n)]) for c in cells.values()) for n in fixed}
     for length in fixed:
-        fids = [_fid(c["points"][length]) for c in cells.values()]
-        lines.append(f"fixed {length:4d} steps: fidelity mean {100 * statistics.mean(fids):5.1f}%, "
+        fids = [_fid(c["points"][saved_at(c, length)]) for c in cells.values()]
+        lines.append(f"fixed {length:4d} steps: fidelity mean {100 * fixed_fid[length]:5.1f}%, "
                      f"min {100 * min(fids):3.0f}%")
-    best_length = max(fixed, key=lambda n: (sum(_fid(c["points"][n]) for c in cells.values()), -n))
-    best = statistics.mean(_fid(c["points"][best_length]) for c in cells.values())
-    lines.append(f"best fixed length: {best_length} steps (mean fidelity {100 * best:.1f}%)")
+    best_length = max(fixed, key=lambda n: (fixed_fid[n], -n))
+    lines.append(f"best fixed length: {best_length} steps (mean fidelity {100 * fixed_fid[best_length]:.1f}%)")
     for rule in rules:
-        steps, fids, bests, regrets = [], [], [], []
+        steps, fids, bests, regrets, stop_regrets = [], [], [], [], []
         for key, c in sorted(cells.items()):
             step, word = stop_and_word(c, rule)
             steps.append(step)
@@ -159,19 +172,14 @@ def report(cells: dict, rules: list, samples: int = 16) -> list:
             if scores is None:
                 continue
             fids.append(_fid(scores))
-            bests.append(_fid(c["points"][best_length]))
-            later = [(n, s) for n, s in sorted(c["points"].items()) if n > step]
-            gains = [(max(s["reconstruction"] - scores["reconstruction"], s["editability"] - scores["editability"]),
-                      n, s) for n, s in later]
-            gain, n, s = max(gains, key=lambda g: g[0], default=(0.0, None, None))
-            if gain >= 0.10 - 1e-9:
-                beyond = _beyond_noise(scores, s, samples)
-                saved = "" if word == step else f" (the word of step {word})"
-                regrets.append((beyond, f"{key} stops at {step} with {100 * scores['reconstruction']:.0f}/"
-                                        f"{100 * scores['editability']:.0f}{saved}; at {n}: "
-                                        f"{100 * s['reconstruction']:.0f}/"
-                                        f"{100 * s['editability']:.0f}" + ("" if beyond else " (within the judge's "
-                                                                              "noise)")))
+            bests.append(_fid(c["points"][saved_at(c, best_length)]))
+            later_steps = [(n, s) for n, s in sorted(c["points"].items()) if n > step]
+            later_stops = [(n, c["points"][saved_at(c, n)]) for n, _ in c["val_losses"]
+                           if n > step and saved_at(c, n) in c["points"]]
+            for later, found in ((later_steps, regrets), (later_stops, stop_regrets)):
+                regret = _regret(key, step, word, scores, later, samples)
+                if regret:
+                    found.append(regret)
         name = ",".join(f"{k}={v}" for k, v in rule.items())
         mean_steps = statistics.mean(steps)
         kept = statistics.mean(fids) / statistics.mean(bests) if fids else float("nan")
@@ -179,9 +187,28 @@ def report(cells: dict, rules: list, samples: int = 16) -> list:
                      f"{best_length}; range {min(steps)}-{max(steps)}), fidelity {100 * statistics.mean(fids):.1f}% "
                      f"= {kept:.1%} of the best fixed length on the same {len(fids)}/{len(steps)} judged cells, "
                      f"{len(regrets)} cells 10 points better later ({sum(b for b, _ in regrets)} beyond the "
-                     "judge's noise)")
+                     f"judge's noise); by a later stop: {len(stop_regrets)} "
+                     f"({sum(b for b, _ in stop_regrets)} beyond the judge's noise)")
         lines.extend(f"    {text}" for _, text in regrets)
+        if stop_regrets != regrets:
+            lines.append("  by a later stop (the word the run would save had it stopped there):")
+            lines.extend(f"    {text}" for _, text in stop_regrets)
     return lines
+
+
+def _regret(key: str, step: int, word: int, scores: dict, later: list, samples: int) -> tuple | None:
+    """(beyond the judge's noise, what) when one of the `later` (step, scores) is 10 points better than `scores`
+    in reconstruction or editability; None otherwise."""
+    gains = [(max(s["reconstruction"] - scores["reconstruction"], s["editability"] - scores["editability"]), n, s)
+             for n, s in later]
+    gain, n, s = max(gains, key=lambda g: g[0], default=(0.0, None, None))
+    if gain < 0.10 - 1e-9:
+        return None
+    beyond = _beyond_noise(scores, s, samples)
+    saved = "" if word == step else f" (the word of step {word})"
+    return beyond, (f"{key} stops at {step} with {100 * scores['reconstruction']:.0f}/"
+                    f"{100 * scores['editability']:.0f}{saved}; at {n}: {100 * s['reconstruction']:.0f}/"
+                    f"{100 * s['editability']:.0f}" + ("" if beyond else " (within the judge's noise)"))
 
 
 def by_concept(cells: dict, rule: dict) -> list:
@@ -235,7 +262,11 @@ def main(argv=None) -> int:
                         help="cache of the steps judged here (judged*.jsonl beside it are read too: one per shard)")
     parser.add_argument("--judge", action="store_true", help="judge the steps where the rules stop that no record "
                         "judged (from --snapshots, else by training again up to them)")
+    parser.add_argument("--judge-all", action="store_true", help="judge every validation step of every cell (from "
+                        "--snapshots): every fixed length becomes a complete column, and any rule reads offline")
     parser.add_argument("--by-concept", action="store_true", help="a table per concept where the first rule stops")
+    parser.add_argument("--seeds", help="only the cells of these picture seeds, e.g. 0,1 to choose a rule and 2 to "
+                        "check it on cells it was not chosen on")
     parser.add_argument("--shard", default="0/1", help="i/n: judge every n-th cell from the i-th")
     args = parser.parse_args(argv)
     from ti_core.demo import DemoConfig
@@ -243,9 +274,13 @@ def main(argv=None) -> int:
 
     rules = args.rule or [{"patience": DemoConfig().early_stop, "fraction": TrainConfig.early_stop_fraction}]
     cells = _records(args.files, args.tag, args.same_as)
+    if args.seeds:
+        seeds = {int(s) for s in args.seeds.split(",")}
+        cells = {k: c for k, c in cells.items() if c["cell"].get("seed") in seeds}
     _read_judged(cells, Path(args.judged))
-    if args.judge:
-        wanted = {k: {stop_and_word(c, r)[1] for r in rules} for k, c in cells.items()}
+    if args.judge or args.judge_all:
+        wanted = {k: ({s for s, _ in c["val_losses"] if s} if args.judge_all else set())
+                  | {stop_and_word(c, r)[1] for r in rules} for k, c in cells.items()}
         shard = tuple(int(x) for x in args.shard.split("/"))
         _judge_missing(cells, wanted, Path(args.snapshots) if args.snapshots else None, Path(args.judged), shard)
     print(f"{len(cells)} cells")

@@ -73,7 +73,8 @@ def test_the_early_stop_bench_finds_where_a_rule_stops_and_what_it_lost():
     assert "best fixed length: 200 steps (mean fidelity 96.7%)" in lines
     rule = next(line for line in lines if line.startswith("rule "))
     assert "mean stop 125 steps (62% of 200" in rule and "fidelity 91.7% = 94.8% of" in rule, rule
-    assert rule.endswith("2 cells 10 points better later (1 beyond the judge's noise)"), rule
+    assert rule.endswith("2 cells 10 points better later (1 beyond the judge's noise); by a later stop: 2 (1 beyond "
+                         "the judge's noise)"), rule  # without picture checks a later stop saves that step's word
     assert lines[-2].strip().startswith("b stops at 125") and lines[-1].endswith("(within the judge's noise)")
 
 
@@ -123,8 +124,9 @@ def test_the_early_stop_bench_reads_picture_checks_and_the_twin_recipes_judgemen
     assert sorted(cells["k"]["points"]) == [50, 100, 150]  # its own word at 50, the defaults' 100 and 150
     assert stop_and_word(cells["k"], {"patience": 3, "fraction": 0.1}) == (125, 50)  # 75-125 under 0.9
     rule = next(line for line in report(cells, [{"patience": 3, "fraction": 0.1}]) if line.startswith("rule "))
-    assert "mean stop 125 steps" in rule and rule.endswith("0 cells 10 points better later (0 beyond the judge's "
-                                                           "noise)"), rule
+    assert "mean stop 125 steps" in rule and rule.endswith(
+        "0 cells 10 points better later (0 beyond the judge's noise); by a later stop: 0 (0 beyond the judge's "
+        "noise)"), rule
     # read as the default recipe (no tag), a cell takes the likeness of any of its runs that checked pictures, as
     # the demo's default runs do; a run without picture checks stops by the loss alone
     assert stop_and_word(_records([results])["k"], {"patience": 3, "fraction": 0.1}) == (125, 50)
@@ -135,6 +137,28 @@ def test_the_early_stop_bench_reads_picture_checks_and_the_twin_recipes_judgemen
     bad.write_text(json.dumps(row("defaults", {}, val_losses=losses[:1])) + "\n" + results.read_text())
     with pytest.raises(SystemExit, match="do not train alike"):
         _records([bad], "pictures", "defaults")
+
+
+def test_with_picture_checks_a_later_stop_counts_the_word_it_would_save():
+    """A run that keeps its best-scored word: a better word at a later step that its likeness never ranks first
+    is a regret read by the later step, not by a later stop (which would save the same word again); a later stop
+    whose kept word is better is a regret both ways. The fixed-length runs are judged on the words they save."""
+    losses = [[s, 1.0 if s == 0 else 0.5] for s in range(0, 251, 25)]
+
+    def cell(likeness, points):
+        return {"cell": {}, "val_losses": losses, "steps": 250, "picture_scores": likeness,
+                "points": {k: {"reconstruction": r, "editability": 1.0} for k, r in points.items()}}
+
+    flat = [[s, 0.9 if s else 0.5] for s, _ in losses]  # the word of step 25 is kept throughout
+    rises = [[s, 0.5 if not s else 0.9 if s < 225 else 0.95] for s, _ in losses]  # ... until step 225 scores higher
+    cells = {"flat": cell(flat, {25: 0.5, 250: 1.0}), "rises": cell(rises, {25: 0.5, 225: 1.0, 250: 0.4})}
+    lines = report(cells, [{"patience": 3, "fraction": 0.1}])
+    assert "fixed  250 steps: fidelity mean  87.5%, min  75%" in lines  # the flat run saves step 25's word
+    rule = next(line for line in lines if line.startswith("rule "))
+    assert "mean stop 100 steps" in rule and rule.endswith(
+        "2 cells 10 points better later (2 beyond the judge's noise); by a later stop: 1 (1 beyond the judge's "
+        "noise)"), rule
+    assert lines[-1].strip() == "rises stops at 100 with 50/100 (the word of step 25); at 225: 100/100"
 
 
 @pytest.fixture(scope="module")
