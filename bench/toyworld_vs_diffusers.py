@@ -193,8 +193,10 @@ def run_example(command: list, out_dir: Path, log_path: Path, max_steps: int) ->
 
 # ------------------------------------------------------------------------------------------------------ ours
 
-def run_ours(model, images: Path, demo_config, out_dir: Path, steps: int, save_every: int) -> dict:
-    """Our trainer with the demo's recipe (no early stop, no previews), a snapshot at every save."""
+def run_ours(model, images: Path, demo_config, out_dir: Path, steps: int, save_every: int, image_encoder=None) -> dict:
+    """Our trainer with the demo's recipe (no early stop, no previews), a snapshot at every save: with the demo's
+    picture checks (`image_encoder`), what a save writes is the best-scored word so far, and the checks' time
+    counts."""
     from ti_core.demo import training_config
     from ti_core.train import train
 
@@ -211,7 +213,7 @@ def run_ours(model, images: Path, demo_config, out_dir: Path, steps: int, save_e
             shutil.copyfile(info.saved, snapshot)
             points.append({"step": info.step, "seconds": seconds, "path": str(snapshot)})
 
-    result = train(model, images, config, on_step=on_step)
+    result = train(model, images, config, on_step=on_step, image_encoder=image_encoder)
     seconds = time.perf_counter() - started
     if not points or points[-1]["step"] != result.steps_done:
         points.append({"step": result.steps_done, "seconds": seconds, "path": result.path})
@@ -362,7 +364,8 @@ def bench(args, work: Path) -> dict:
         theirs["command"] = command
         print(f"example: {args.max_steps} steps, {theirs['wall_seconds']:.0f} s wall "
               f"({theirs['load_seconds']:.0f} s before training)", flush=True)
-    ours = run_ours(model, images, demo_config, work / "ours_out", args.ours_steps, args.ours_save_steps)
+    encoder = judge.encoder() if demo_config.picture_check else None  # as the demo trains
+    ours = run_ours(model, images, demo_config, work / "ours_out", args.ours_steps, args.ours_save_steps, encoder)
     print(f"ours: {ours['points'][-1]['step']} steps, {ours['wall_seconds']:.0f} s", flush=True)
 
     if not args.example_json:
