@@ -163,6 +163,12 @@ def report(cells: dict, rules: list, samples: int = 16) -> list:
                      f"min {100 * min(fids):3.0f}%")
     best_length = max(fixed, key=lambda n: (fixed_fid[n], -n))
     lines.append(f"best fixed length: {best_length} steps (mean fidelity {100 * fixed_fid[best_length]:.1f}%)")
+    seer = [_foresight(c, samples) for c in cells.values()]
+    if all(step is not None for step in seer):
+        lines.append(f"a rule that could see the judge's verdicts ahead: mean stop {statistics.mean(seer):.0f} steps "
+                     f"({statistics.mean(seer) / best_length:.0%} of {best_length}), the earliest validation after "
+                     f"which no later stop saves a word 10 points better; {sum(s > best_length / 2 for s in seer)} "
+                     f"cells after half of {best_length}")
     for rule in rules:
         steps, fids, bests, regrets, stop_regrets = [], [], [], [], []
         for key, c in sorted(cells.items()):
@@ -194,6 +200,22 @@ def report(cells: dict, rules: list, samples: int = 16) -> list:
             lines.append("  by a later stop (the word the run would save had it stopped there):")
             lines.extend(f"    {text}" for _, text in stop_regrets)
     return lines
+
+
+def _foresight(cell: dict, samples: int) -> int | None:
+    """The earliest validation step at which stopping has no regret by a later stop (the run's last step if every
+    earlier one has); None when a step needed is not judged."""
+    steps = [s for s, _ in cell["val_losses"] if s]
+    for i, step in enumerate(steps):
+        word = saved_at(cell, step)
+        later = [(n, cell["points"].get(saved_at(cell, n))) for n in steps[i + 1:]]
+        if word not in cell["points"] or any(s is None for _, s in later):
+            if word == 0:  # the init word (step 0 kept): never judged, never a stop to keep
+                continue
+            return None
+        if _regret("", step, word, cell["points"][word], later, samples) is None:
+            return step
+    return cell["steps"]
 
 
 def _regret(key: str, step: int, word: int, scores: dict, later: list, samples: int) -> tuple | None:

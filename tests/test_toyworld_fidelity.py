@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -21,6 +22,7 @@ from toyworld_early_stop import (  # noqa: E402
     stop_step,
 )
 from toyworld_fidelity import summarize  # noqa: E402
+from toyworld_likeness import STATISTICS, _ranked  # noqa: E402
 
 from ti_core.toyworld import render  # noqa: E402
 from ti_core.toyworld.trial import Cell, matrix  # noqa: E402
@@ -154,11 +156,31 @@ def test_with_picture_checks_a_later_stop_counts_the_word_it_would_save():
     cells = {"flat": cell(flat, {25: 0.5, 250: 1.0}), "rises": cell(rises, {25: 0.5, 225: 1.0, 250: 0.4})}
     lines = report(cells, [{"patience": 3, "fraction": 0.1}])
     assert "fixed  250 steps: fidelity mean  87.5%, min  75%" in lines  # the flat run saves step 25's word
+    # knowing the verdicts ahead, the flat run could stop at 25 and the rising one at 225, no sooner
+    assert next(line for line in lines if line.startswith("a rule that could see")).startswith(
+        "a rule that could see the judge's verdicts ahead: mean stop 125 steps (50% of 250)")
     rule = next(line for line in lines if line.startswith("rule "))
     assert "mean stop 100 steps" in rule and rule.endswith(
         "2 cells 10 points better later (2 beyond the judge's noise); by a later stop: 1 (1 beyond the judge's "
         "noise)"), rule
     assert lines[-1].strip() == "rises stops at 100 with 50/100 (the word of step 25); at 225: 100/100"
+
+
+def test_the_likeness_bench_scores_and_ranks_words_by_their_pictures_features():
+    """Features on a line from the init word's pictures (origin) to the training pictures: every statistic scores
+    the word whose pictures lie nearer the training pictures higher, and the ranking counts only pairs of words
+    whose fidelity is 25 points apart."""
+    def unit(rows):
+        return torch.nn.functional.normalize(torch.tensor(rows), dim=1)
+
+    origin, training = unit([[1.0, 0.0, 0.1]] * 2), unit([[0.0, 1.0, 0.1]] * 3)
+    near, far = unit([[0.2, 1.0, 0.1], [0.1, 1.0, 0.0]]), unit([[1.0, 0.5, 0.1]] * 2)
+    for name, statistic in STATISTICS.items():
+        assert statistic(near, training, origin) > statistic(far, training, origin), name
+    points = {25: {"reconstruction": 0.2, "editability": 0.4}, 50: {"reconstruction": 0.9, "editability": 1.0},
+              75: {"reconstruction": 1.0, "editability": 1.0}}
+    cell = {"points": points, "picture_scores": [(0, 0.1), (25, 0.5), (50, 0.4), (75, 0.6)]}
+    assert _ranked({"k": cell}) == (1, 2)  # 25 against 50 wrong, 25 against 75 right; 50 and 75 too close
 
 
 @pytest.fixture(scope="module")
