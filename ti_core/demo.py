@@ -38,8 +38,9 @@ class DemoConfig:
     validation_samples: int = 32
     early_stop: int = 3  # stop after 3 validations (75 steps) that lower the loss (and, with picture checks, raise
     # the likeness) by less than a tenth of its change so far: across the fidelity matrix
-    # (bench/toyworld_early_stop.py) 56 % of the 300 steps, with 105 % of the 300-step runs' fidelity (README,
-    # "When is it done?")
+    # (bench/toyworld_early_stop.py) 56 % of the 300 steps, with 98.5 % of the fidelity of 300-step runs that also
+    # keep their best word (105 % of their last words'); 2 and 4 validations trade one promise for the other
+    # (README, "When is it done?")
     preview_every: int = 50
     picture_check: bool = True  # picture checks (picture_check.py) with the judge's feature layers as the image
     # encoder (a CLIP vision model's place elsewhere): the best-scored word is saved and early stop also waits for
