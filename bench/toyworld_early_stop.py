@@ -253,6 +253,47 @@ def by_concept(cells: dict, rule: dict) -> list:
     return lines
 
 
+def why(cells: dict, rule: dict, snapshots: Path, samples: int = 16) -> list:
+    """For each cell whose saved word misses the bar where `rule` stops: what the judge sees in its pictures instead
+    (the attributes drawn wrong, counted over the reconstruction and the editability pictures, with the values
+    drawn), drawn again from the run's snapshot with the judge's own prompts and seeds."""
+    from collections import Counter
+
+    from ti_core.demo import DemoConfig
+    from ti_core.embeddings import Embedding
+    from ti_core.toyworld.concept import Concept
+    from ti_core.toyworld.judge import load_judge
+    from ti_core.toyworld.model import load_toy_model
+    from ti_core.toyworld.scoring import concept_prompts, judge_prompts
+
+    model, judge, config = load_toy_model(), load_judge(), DemoConfig()
+    lines = []
+    for key, c in sorted(cells.items()):
+        step, word = stop_and_word(c, rule)
+        scores = c["points"].get(word)
+        path = _snapshot_file(snapshots, key, c["run_tags"])
+        if scores is None or c["cell"].get("kind") != "concept" or not path or (
+                scores["reconstruction"] >= 0.85 and scores["editability"] >= 0.90):
+            continue
+        import torch
+
+        vectors = torch.load(path, weights_only=True)[word]
+        concept = Concept.parse(c["cell"]["what"])
+        recon, edits = concept_prompts("embedding:w", concept, samples)
+        drawn = judge_prompts(model, judge, recon, edits, [Embedding("w", vectors)], cfg=config.cfg,
+                              steps=config.sample_steps, seed=c["cell"]["seed"])
+        parts = []
+        for name, prompts, images in (("reconstruction", recon, drawn["images"][0]),
+                                      ("editability", edits, drawn["images"][1])):
+            wrong = Counter(f"{k} {label[k]}" for label, (_, wanted) in zip(judge.classify(images), prompts)
+                            for k, v in wanted.items() if label[k] != v)
+            parts.append(f"{name} {100 * scores[name]:.0f} %: " + (", ".join(
+                f"{what} x{n}" for what, n in wrong.most_common()) or "nothing wrong"))
+        lines.append(f"{key} (the word of step {word}, stopped at {step}): " + "; ".join(parts))
+        print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
 def _beyond_noise(a: dict, b: dict, samples: int) -> bool:
     """Whether b is better than a by more than two standard errors of the difference of two judged fractions
     (each over `samples` pictures), in reconstruction or editability."""
@@ -287,6 +328,8 @@ def main(argv=None) -> int:
     parser.add_argument("--judge-all", action="store_true", help="judge every validation step of every cell (from "
                         "--snapshots): every fixed length becomes a complete column, and any rule reads offline")
     parser.add_argument("--by-concept", action="store_true", help="a table per concept where the first rule stops")
+    parser.add_argument("--why", action="store_true", help="for each cell that misses the bar where the first rule "
+                        "stops, what its word draws wrong (needs --snapshots)")
     parser.add_argument("--seeds", help="only the cells of these picture seeds, e.g. 0,1 to choose a rule and 2 to "
                         "check it on cells it was not chosen on")
     parser.add_argument("--shard", default="0/1", help="i/n: judge every n-th cell from the i-th")
@@ -308,6 +351,12 @@ def main(argv=None) -> int:
     print(f"{len(cells)} cells")
     for line in report(cells, rules):
         print(line)
+    if args.why:
+        if not args.snapshots:
+            raise SystemExit("--why draws the missing cells' words again: give --snapshots")
+        print(f"\nwhat the words that miss the bar draw wrong, where {rules[0]} stops:")
+        for line in why(cells, rules[0], Path(args.snapshots)):
+            print(line)
     if args.by_concept:
         print(f"\nwhere {','.join(f'{k}={v}' for k, v in rules[0].items())} stops:")
         for line in by_concept(cells, rules[0]):
