@@ -215,3 +215,27 @@ def test_ci_slice_the_defaults_learn_the_hardest_concept(toy):
 
 SLICE_FLOOR = 0.85
 SLICE_EDIT_FLOOR = 0.6  # the matrix's worst editability under the demo's defaults is 69 % (11 of 16 pictures)
+
+
+def test_the_early_stop_bench_says_what_a_missing_word_draws_wrong(tmp_path):
+    """--why draws a missing cell's saved word again from its snapshot: the shape word's own vectors, kept as the
+    word of a 'blue dotted circle', draw circles of another colour and pattern; a cell at the bar is not drawn."""
+    import torch
+    from toyworld_early_stop import why
+
+    from ti_core.toyworld.model import load_toy_model
+    from ti_core.vectors import init_vectors
+
+    model = load_toy_model()
+    circle = init_vectors(model, "circle", 1, torch.Generator().manual_seed(0))[0]
+    torch.save({25: {model.embedding_keys[0][0]: circle}}, tmp_path / "pictures-k.pt")
+    losses = [[0, 1.0], [25, 0.5]]
+
+    def cell(reconstruction):
+        return {"cell": {"kind": "concept", "what": "blue dotted circle", "pictures": 3, "seed": 0},
+                "val_losses": losses, "steps": 25, "run_tags": {"pictures"}, "picture_scores": [[0, 0.1], [25, 0.5]],
+                "points": {25: {"reconstruction": reconstruction, "editability": 1.0}}}
+
+    lines = why({"k": cell(0.0), "fine": cell(1.0)}, {"patience": 3, "fraction": 0.1}, tmp_path, samples=2)
+    assert len(lines) == 1 and lines[0].startswith("k (the word of step 25, stopped at 25): reconstruction 0 %: ")
+    assert "colour" in lines[0] or "pattern" in lines[0], lines[0]
