@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toyworld_early_stop import _fid, _read_judged, _records, report  # noqa: E402
+from toyworld_early_stop import _fid, _read_judged, _records, by_concept, report  # noqa: E402
 
 
 def _mean_cosine(drawn, training, origin):  # the trainer's (picture_check.likeness)
@@ -138,6 +138,9 @@ def compare(args) -> int:
         for line in report(scored, rule):
             if line.startswith(("rule", "best")):
                 print(f"  {line}")
+        if args.by_concept:
+            for line in by_concept(scored, rule[0]):
+                print(f"  {line}")
     return 0
 
 
@@ -171,6 +174,7 @@ def main(argv=None) -> int:
     c.add_argument("--judged", default="bench_out/judged.jsonl")
     c.add_argument("--features", required=True)
     c.add_argument("--seeds", help="only these picture seeds, e.g. 2")
+    c.add_argument("--by-concept", action="store_true", help="each statistic's table per concept where it stops")
     c.add_argument("--patience", type=int, default=3)
     c.add_argument("--fraction", type=float, default=0.1)
     args = parser.parse_args(argv)
