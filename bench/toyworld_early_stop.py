@@ -259,6 +259,8 @@ def why(cells: dict, rule: dict, snapshots: Path, samples: int = 16) -> list:
     drawn), drawn again from the run's snapshot with the judge's own prompts and seeds."""
     from collections import Counter
 
+    import torch
+
     from ti_core.demo import DemoConfig
     from ti_core.embeddings import Embedding
     from ti_core.toyworld.concept import Concept
@@ -275,8 +277,6 @@ def why(cells: dict, rule: dict, snapshots: Path, samples: int = 16) -> list:
         if scores is None or c["cell"].get("kind") != "concept" or not path or (
                 scores["reconstruction"] >= 0.85 and scores["editability"] >= 0.90):
             continue
-        import torch
-
         vectors = torch.load(path, weights_only=True)[word]
         concept = Concept.parse(c["cell"]["what"])
         recon, edits = concept_prompts("embedding:w", concept, samples)
