@@ -17,6 +17,7 @@ from toyworld_early_stop import (  # noqa: E402
     _read_judged,
     _records,
     _snapshot_file,
+    grid,
     report,
     stop_and_word,
     stop_step,
@@ -164,6 +165,10 @@ def test_with_picture_checks_a_later_stop_counts_the_word_it_would_save():
         "2 cells 10 points better later (2 beyond the judge's noise); by a later stop: 1 (1 beyond the judge's "
         "noise)"), rule
     assert lines[-1].strip() == "rises stops at 100 with 50/100 (the word of step 25); at 225: 100/100"
+    rules = grid(cells)  # separate patiences: the shared one among them reads as the report does
+    assert len(rules) == 81 and ("loss 3 under 10%, likeness 3 under 10%: mean stop 100, fidelity 85.7% of the last "
+                                 "steps' saved words, 1 cells a later stop makes 10 points better (1 beyond noise), "
+                                 "0/2 at the bar") in rules
 
 
 def test_the_likeness_bench_scores_and_ranks_words_by_their_pictures_features():
