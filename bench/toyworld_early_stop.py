@@ -181,9 +181,7 @@ def report(cells: dict, rules: list, samples: int = 16) -> list:
             fids.append(_fid(scores))
             bests.append(_fid(c["points"][saved_at(c, best_length)]))
             later_steps = [(n, s) for n, s in sorted(c["points"].items()) if n > step]
-            later_stops = [(n, c["points"][saved_at(c, n)]) for n, _ in c["val_losses"]
-                           if n > step and saved_at(c, n) in c["points"]]
-            for later, found in ((later_steps, regrets), (later_stops, stop_regrets)):
+            for later, found in ((later_steps, regrets), (_later_stops(c, step), stop_regrets)):
                 regret = _regret(key, step, word, scores, later, samples)
                 if regret:
                     found.append(regret)
@@ -201,6 +199,12 @@ def report(cells: dict, rules: list, samples: int = 16) -> list:
             lines.append("  by a later stop (the word the run would save had it stopped there):")
             lines.extend(f"    {text}" for _, text in stop_regrets)
     return lines
+
+
+def _later_stops(cell: dict, step: int) -> list:
+    """(step, scores) of the word the run would save had it stopped at each later validation (those judged)."""
+    saved = ((n, saved_at(cell, n)) for n, _ in cell["val_losses"] if n > step)
+    return [(n, cell["points"][word]) for n, word in saved if word in cell["points"]]
 
 
 def _foresight(cell: dict, samples: int) -> int | None:
@@ -279,8 +283,7 @@ def grid(cells: dict, samples: int = 16) -> list:
             fids.append(_fid(got))
             bests.append(_fid(c["points"][saved_at(c, c["steps"])]))
             bar += got["reconstruction"] >= 0.85 and got["editability"] >= 0.90
-            later = [(n, c["points"][saved_at(c, n)]) for n in seen if n > stop and saved_at(c, n) in c["points"]]
-            regret = _regret(key, stop, word, got, later, samples)
+            regret = _regret(key, stop, word, got, _later_stops(c, stop), samples)
             regrets += regret is not None
             beyond += bool(regret and regret[0])
         mean, kept = statistics.mean(steps), statistics.mean(fids) / statistics.mean(bests)

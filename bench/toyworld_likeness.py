@@ -21,7 +21,6 @@ import itertools
 import sys
 import tempfile
 import types
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toyworld_early_stop import _fid, _read_judged, _records, by_concept, report  # noqa: E402
+from toyworld_early_stop import _fid, _read_judged, _records, _snapshot_file, by_concept, report  # noqa: E402
 
 
 def _mean_cosine(drawn, training, origin):  # the trainer's (picture_check.likeness)
@@ -66,47 +65,35 @@ def features(args) -> int:
     from ti_core.data import load_images
     from ti_core.demo import DemoConfig, training_config
     from ti_core.picture_check import PictureCheck, encode, square_pictures
-    from ti_core.toyworld.concept import Concept
     from ti_core.toyworld.judge import load_judge
     from ti_core.toyworld.model import load_toy_model
-    from ti_core.toyworld.trial import _draw, init_word, matrix
+    from ti_core.toyworld.trial import _draw, cell_config, matrix
+    from ti_core.train import initial_vectors
 
     model, judge = load_toy_model(), load_judge()
     encoder = judge.encoder()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     index, count = (int(x) for x in args.shard.split("/"))
+    keys = [k[0] for k in model.embedding_keys]
     for cell in [c for c in matrix(styles=()) if c.kind == "concept"][index::count]:
         key = f"concept:{cell.what}:{cell.pictures}:{cell.seed}"
-        target, snapshot = _file(out, key), Path(args.snapshots) / f"{args.tag}-{_file(Path(), key).name}"
-        if target.exists() or not snapshot.is_file():
+        target, snapshot = _file(out, key), _snapshot_file(Path(args.snapshots), key, {args.tag})
+        if target.exists() or snapshot is None:
             continue
-        kept = torch.load(snapshot, weights_only=True)
-        demo = replace(DemoConfig(), concept=Concept.parse(cell.what), name="w", pictures=cell.pictures,
-                       init_text=init_word(cell, DemoConfig()), seed=cell.seed)
-        config = training_config(demo, None, **({"picture_steps": args.picture_steps} if args.picture_steps else {}))
+        config = training_config(cell_config(cell, DemoConfig()), None,
+                                 **({"picture_steps": args.picture_steps} if args.picture_steps else {}))
         with tempfile.TemporaryDirectory() as tmp:
             images, _ = load_images(_draw(cell, Path(tmp) / "pictures")[0])
         check = PictureCheck(config, encoder, images, model.resolution)
-        init = types.SimpleNamespace(model=model, vector_dict=lambda: _init_vectors(model, config))
-        steps = {0: encode(encoder, check.draw(init))}
-        for step, vectors in sorted(kept.items()):
-            word = types.SimpleNamespace(model=model, vector_dict=lambda v=vectors: v)
-            steps[step] = encode(encoder, check.draw(word))
+        words = {0: dict(zip(keys, initial_vectors(model, config))), **torch.load(snapshot, weights_only=True)}
+        steps = {step: encode(encoder, check.draw(types.SimpleNamespace(model=model, vector_dict=lambda v=v: v)))
+                 for step, v in sorted(words.items())}
         training = encode(encoder, square_pictures(images, model.resolution))
         torch.save({"training": training, "steps": steps}, target)
         print(f"{key}: mean cosine at {sorted(steps)[-1]}: {_mean_cosine(steps[max(steps)], training, None):.6f}",
               flush=True)
     return 0
-
-
-def _init_vectors(model, config) -> dict:
-    """The init word's vectors as the trainer makes them (its step 0)."""
-    from ti_core.vectors import init_vectors
-
-    init = init_vectors(model, config.init_text, config.vectors, torch.Generator().manual_seed(config.seed + 2),
-                        config.init_mode)
-    return dict(zip([k[0] for k in model.embedding_keys], init))
 
 
 def compare(args) -> int:

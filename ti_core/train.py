@@ -209,6 +209,12 @@ def _as_images(images) -> list:
     return list(images)
 
 
+def initial_vectors(model, config: TrainConfig) -> list:
+    """The word's vectors at step 0 (per text encoder), as every run of `config` starts from them."""
+    return init_vectors(model, config.init_text, config.vectors, torch.Generator().manual_seed(config.seed + 2),
+                        config.init_mode)
+
+
 class _StepEvents:
     """What the callbacks did at this step, for the report."""
 
@@ -246,8 +252,7 @@ class Trainer:
         self.state_path = Path(config.state_path) if config.state_path else beside
         self.resolution = config.resolution or model.resolution
         self.rng = Rng.seeded(config.seed)  # the training draws
-        init = init_vectors(model, config.init_text, config.vectors, torch.Generator().manual_seed(config.seed + 2),
-                            config.init_mode)
+        init = initial_vectors(model, config)
         self.params = [v.requires_grad_(True) for v in init]
         self.lengths = [v.detach().norm(dim=1) for v in init]  # kept when vector_norm is "fixed"
         self.norm_targets = vocab_norm(model)  # pulled toward when vector_norm is "vocab"

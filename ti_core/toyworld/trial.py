@@ -79,6 +79,13 @@ def kept_step(picture_scores: list, until: int | None) -> int | None:
     return next(step for step, score in seen if score == best)
 
 
+def cell_config(cell: Cell, config):
+    """The demo recipe `config` (a DemoConfig) for `cell`: its concept, init word, picture count and seed, the
+    word named "w"."""
+    return replace(config, concept=Concept.parse(cell.what) if cell.kind == "concept" else config.concept,
+                   name="w", init_text=init_word(cell, config), pictures=cell.pictures, seed=cell.seed)
+
+
 def run_cell(model, judge, cell: Cell, config, at=(), snapshots_to=None, judge_end=True, **overrides) -> dict:
     """Train `cell` with the demo recipe `config` (a DemoConfig; `overrides` replace TrainConfig fields) up to
     config.steps without stopping, and judge the vectors at the steps in `at`, at the early-stop step (if the
@@ -92,9 +99,8 @@ def run_cell(model, judge, cell: Cell, config, at=(), snapshots_to=None, judge_e
     from ..train import train
     from ..train_callbacks import plateau_step
 
-    name = "w"
-    config = replace(config, concept=Concept.parse(cell.what) if cell.kind == "concept" else config.concept,
-                     name=name, init_text=init_word(cell, config), pictures=cell.pictures, seed=cell.seed)
+    config = cell_config(cell, config)
+    name = config.name
     train_config = training_config(config, None, early_stop=0, save_every=0, preview_every=0, **overrides)
     kept, elapsed = {}, {}  # step -> the vectors and seconds at every validation (and at the `at` steps)
 
