@@ -9,6 +9,12 @@ first, and where the trainer's early stop would end the runs and what word they 
     .venv/bin/python bench/toyworld_likeness.py compare bench_out/pic-*.jsonl bench_out/fidelity-*.jsonl \\
         --tag pictures --same-as defaults --features bench_out/feats [--seeds 0,1]
 
+    # the checks drawn from another prompt too, and both prompts' pictures scored together (4 of each: a check's cost)
+    OMP_NUM_THREADS=1 .venv/bin/python bench/toyworld_likeness.py features --snapshots bench_out/snap3 \\
+        --tag pictures --out bench_out/featsbare --picture-prompt "a [name]"
+    .venv/bin/python bench/toyworld_likeness.py compare ... --features bench_out/feats bench_out/featsbare \\
+        --per-folder 4
+
 The features are those of the toy world's image encoder (the judge's feature layers) for the pictures the trainer
 draws at each check (the same prompt, seeds and sampler: `features` checks that the mean cosine it recomputes is
 the likeness the run recorded), for the init word's pictures (step 0) and for the training pictures.
@@ -81,8 +87,9 @@ def features(args) -> int:
         target, snapshot = _file(out, key), _snapshot_file(Path(args.snapshots), key, {args.tag})
         if target.exists() or snapshot is None:
             continue
-        config = training_config(cell_config(cell, DemoConfig()), None,
-                                 **({"picture_steps": args.picture_steps} if args.picture_steps else {}))
+        changes = {**({"picture_steps": args.picture_steps} if args.picture_steps else {}),
+                   **({"picture_prompt": args.picture_prompt} if args.picture_prompt else {})}
+        config = training_config(cell_config(cell, DemoConfig()), None, **changes)
         with tempfile.TemporaryDirectory() as tmp:
             images, _ = load_images(_draw(cell, Path(tmp) / "pictures")[0])
         check = PictureCheck(config, encoder, images, model.resolution)
@@ -100,14 +107,15 @@ def compare(args) -> int:
     cells = _records(args.files, args.tag, args.same_as)
     _read_judged(cells, Path(args.judged))
     seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
-    folder = Path(args.features)
-    cells = {k: c for k, c in cells.items() if _file(folder, k).is_file()
+    folders = [Path(f) for f in args.features]
+    cells = {k: c for k, c in cells.items() if all(_file(folder, k).is_file() for folder in folders)
              and (seeds is None or c["cell"].get("seed") in seeds)
              and all(s in c["points"] for s, _ in c["val_losses"] if s)}
     if not cells:
         raise SystemExit("no cell has both features and a judgement at every validation: run `features`, and the "
                          "early-stop bench with --judge-all")
-    loaded = {k: torch.load(_file(folder, k), weights_only=True) for k in cells}
+    loaded = {k: _joined([torch.load(_file(folder, k), weights_only=True) for folder in folders], args.per_folder)
+              for k in cells}
     recorded = max(abs(_mean_cosine(f["steps"][s], f["training"], None) - v)
                    for k, f in loaded.items() for s, v in cells[k]["picture_scores"])
     print(f"{len(cells)} cells judged at every validation; the mean cosine from these features differs from the "
@@ -129,6 +137,13 @@ def compare(args) -> int:
             for line in by_concept(scored, rule[0]):
                 print(f"  {line}")
     return 0
+
+
+def _joined(features: list, count: int | None) -> dict:
+    """One check's pictures drawn from several prompts: the features of the first `count` pictures (None: all) of
+    each folder's check at the same step, together (the training pictures' are the same in every folder)."""
+    steps = {s: torch.cat([f["steps"][s][:count] for f in features]) for s in features[0]["steps"]}
+    return {"training": features[0]["training"], "steps": steps}
 
 
 def _ranked(cells: dict) -> tuple:
@@ -154,12 +169,17 @@ def main(argv=None) -> int:
     f.add_argument("--picture-steps", type=int, help="draw the checks' pictures with this many sampling steps "
                    "instead of the trainer's (what a cheaper check would score; `compare` then reads the likeness "
                    "from these features, not the recorded one)")
+    f.add_argument("--picture-prompt", help="draw the checks' pictures from this prompt instead of the trainer's "
+                   "([name] becomes the word)")
     c = sub.add_parser("compare", help="each statistic's ranking and early stop, on the judged cells")
     c.add_argument("files", nargs="+", help="results of bench/toyworld_fidelity.py run")
     c.add_argument("--tag", default="pictures")
     c.add_argument("--same-as", default="defaults")
     c.add_argument("--judged", default="bench_out/judged.jsonl")
-    c.add_argument("--features", required=True)
+    c.add_argument("--features", required=True, nargs="+", help="features folders; several: each check's "
+                   "pictures from all of them together (e.g. drawn from two prompts)")
+    c.add_argument("--per-folder", type=int, help="with several folders, the first N pictures of each (the same cost "
+                   "as one folder's N x folders)")
     c.add_argument("--seeds", help="only these picture seeds, e.g. 2")
     c.add_argument("--by-concept", action="store_true", help="each statistic's table per concept where it stops")
     c.add_argument("--patience", type=int, default=3)

@@ -23,7 +23,9 @@ from toyworld_early_stop import (  # noqa: E402
     stop_step,
 )
 from toyworld_fidelity import summarize  # noqa: E402
-from toyworld_likeness import STATISTICS, _ranked  # noqa: E402
+from toyworld_likeness import STATISTICS, _joined, _ranked  # noqa: E402
+from toyworld_objective import _misses  # noqa: E402
+from toyworld_objective import main as objective_main  # noqa: E402
 
 from ti_core.toyworld import render  # noqa: E402
 from ti_core.toyworld.trial import Cell, matrix  # noqa: E402
@@ -186,6 +188,35 @@ def test_the_likeness_bench_scores_and_ranks_words_by_their_pictures_features():
               75: {"reconstruction": 1.0, "editability": 1.0}}
     cell = {"points": points, "picture_scores": [(0, 0.1), (25, 0.5), (50, 0.4), (75, 0.6)]}
     assert _ranked({"k": cell}) == (1, 2)  # 25 against 50 wrong, 25 against 75 right; 50 and 75 too close
+    # checks drawn from two prompts (two features folders): the first N pictures of each, together
+    photo = {"training": training, "steps": {0: origin, 25: near}}
+    bare = {"training": training, "steps": {0: far, 25: far}}
+    joined = _joined([photo, bare], 1)
+    assert torch.equal(joined["steps"][25], torch.cat([near[:1], far[:1]])) and joined["training"] is training
+    assert _joined([photo, bare], None)["steps"][0].shape == (4, 3)
+
+
+def test_the_objective_bench_ranks_words_by_the_precise_loss_against_the_likeness(tmp_path, capsys):
+    """One cell judged at every validation: the precise loss ranks all 5 pairs of words 25 points apart right and
+    its lowest word is at the bar; the likeness ranks 1 of them right and keeps step 25's word, which the trainer's
+    early stop (step 100) saves, so the cell misses the bar."""
+    steps = [0, 25, 50, 75, 100]
+    judged = {25: 0.2, 50: 1.0, 75: 0.5, 100: 1.0}
+    row = {"tag": "pictures", "key": "k", "cell": {}, "overrides": {}, "steps": 100,
+           "val_losses": [[s, 1.0 if not s else 0.5] for s in steps],
+           "picture_scores": [[0, 0.1], [25, 0.9], [50, 0.5], [75, 0.6], [100, 0.7]],
+           "points": {str(s): {"reconstruction": f, "editability": f} for s, f in judged.items()}}
+    records, losses = tmp_path / "f.jsonl", tmp_path / "objective.jsonl"
+    records.write_text(json.dumps(row) + "\n")
+    losses.write_text(json.dumps({"key": "k", "losses": {"1024": {"25": 0.9, "50": 0.3, "75": 0.5, "100": 0.4}}})
+                      + "\n")
+    cells = _records([records], "pictures")
+    assert _misses(cells["k"])  # stopped at 100 with step 25's word (20 / 20)
+    assert objective_main(["summary", str(records), "--judged", str(tmp_path / "judged.jsonl"),
+                           "--losses", str(losses)]) == 0
+    out = capsys.readouterr().out
+    assert "loss, 1024 draws: 5 of 5 (100%); 1 of 1 at the bar" in out, out
+    assert "likeness (negated): 1 of 5 (20%); 0 of 1 at the bar" in out, out
 
 
 @pytest.fixture(scope="module")
