@@ -103,9 +103,10 @@ def summary(args) -> int:
     rows = [json.loads(line) for path in args.losses for line in Path(path).read_text().splitlines() if line.strip()]
     if not rows:
         raise SystemExit("no losses: run `measure` first")
-    totals = {}
+    totals, reachable = {}, 0
     for row in sorted(rows, key=lambda r: r["key"]):
         cell = cells[row["key"]]
+        reachable += any(all(p[k] >= bar for k, bar in BAR.items()) for s, p in cell["points"].items() if s)
         signals = {f"loss, {n} draws": {int(s): v for s, v in losses.items()} for n, losses in row["losses"].items()}
         signals["loss, the validation's draws"] = {s: v for s, v in cell["val_losses"] if s}
         signals["likeness (negated)"] = {s: -v for s, v in cell["picture_scores"] if s}
@@ -124,6 +125,7 @@ def summary(args) -> int:
           "word (any validation step) is at the bar:")
     for name, (right, pairs, good) in totals.items():
         print(f"  {name}: {right} of {pairs} ({right / max(1, pairs):.0%}); {good} of {len(rows)} at the bar")
+    print(f"  (cells with a word at the bar at some validation: {reachable} of {len(rows)})")
     return 0
 
 

@@ -217,6 +217,7 @@ def test_the_objective_bench_ranks_words_by_the_precise_loss_against_the_likenes
     out = capsys.readouterr().out
     assert "loss, 1024 draws: 5 of 5 (100%); 1 of 1 at the bar" in out, out
     assert "likeness (negated): 1 of 5 (20%); 0 of 1 at the bar" in out, out
+    assert "(cells with a word at the bar at some validation: 1 of 1)" in out, out
 
 
 @pytest.fixture(scope="module")
