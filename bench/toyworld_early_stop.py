@@ -30,6 +30,11 @@ from ti_core.toyworld.trial import kept_step  # noqa: E402  (the word a run with
 from ti_core.train_callbacks import plateau_step as stop_step  # noqa: E402  (the trainer's own rule)
 
 RULE_FIELDS = ("patience", "fraction")
+BAR = {"reconstruction": 0.85, "editability": 0.90}  # the minimum for a cell
+
+
+def at_bar(scores: dict) -> bool:
+    return all(scores[k] >= bar for k, bar in BAR.items())
 
 
 def _records(paths: list, tag: str | None = None, same_as: str | None = None) -> dict:
@@ -252,7 +257,7 @@ def by_concept(cells: dict, rule: dict) -> list:
     for what, rows in [*sorted(groups.items()), ("all", everything)]:
         recon = [100 * s["reconstruction"] for s in rows]
         edit = [100 * s["editability"] for s in rows]
-        bar = sum(s["reconstruction"] >= 0.85 and s["editability"] >= 0.90 for s in rows)
+        bar = sum(map(at_bar, rows))
         lines.append(f"| {what} | {len(rows)} | {min(recon):.0f} / {statistics.mean(recon):.0f} % | "
                      f"{min(edit):.0f} / {statistics.mean(edit):.0f} % | {bar} |")
     return lines
@@ -282,7 +287,7 @@ def grid(cells: dict, samples: int = 16) -> list:
             steps.append(stop)
             fids.append(_fid(got))
             bests.append(_fid(c["points"][saved_at(c, c["steps"])]))
-            bar += got["reconstruction"] >= 0.85 and got["editability"] >= 0.90
+            bar += at_bar(got)
             regret = _regret(key, stop, word, got, _later_stops(c, stop), samples)
             regrets += regret is not None
             beyond += bool(regret and regret[0])
@@ -314,8 +319,7 @@ def why(cells: dict, rule: dict, snapshots: Path, samples: int = 16) -> list:
         step, word = stop_and_word(c, rule)
         scores = c["points"].get(word)
         path = _snapshot_file(snapshots, key, c["run_tags"])
-        if scores is None or c["cell"].get("kind") != "concept" or not path or (
-                scores["reconstruction"] >= 0.85 and scores["editability"] >= 0.90):
+        if scores is None or c["cell"].get("kind") != "concept" or not path or at_bar(scores):
             continue
         vectors = torch.load(path, weights_only=True)[word]
         concept = Concept.parse(c["cell"]["what"])

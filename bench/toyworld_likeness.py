@@ -82,13 +82,13 @@ def features(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     index, count = (int(x) for x in args.shard.split("/"))
     keys = [k[0] for k in model.embedding_keys]
+    changes = {**({"picture_steps": args.picture_steps} if args.picture_steps else {}),
+               **({"picture_prompt": args.picture_prompt} if args.picture_prompt else {})}
     for cell in [c for c in matrix(styles=()) if c.kind == "concept"][index::count]:
-        key = f"concept:{cell.what}:{cell.pictures}:{cell.seed}"
+        key = cell.key()
         target, snapshot = _file(out, key), _snapshot_file(Path(args.snapshots), key, {args.tag})
         if target.exists() or snapshot is None:
             continue
-        changes = {**({"picture_steps": args.picture_steps} if args.picture_steps else {}),
-                   **({"picture_prompt": args.picture_prompt} if args.picture_prompt else {})}
         config = training_config(cell_config(cell, DemoConfig()), None, **changes)
         with tempfile.TemporaryDirectory() as tmp:
             images, _ = load_images(_draw(cell, Path(tmp) / "pictures")[0])

@@ -19,7 +19,6 @@ the words'. The cells need every validation judged (`toyworld_early_stop.py --ju
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import tempfile
@@ -27,12 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toyworld_early_stop import _fid, _read_judged, _records, _snapshot_file, saved_at  # noqa: E402
-
-from ti_core.train_callbacks import plateau_step  # noqa: E402
+from toyworld_early_stop import _read_judged, _records, _snapshot_file, at_bar, stop_and_word  # noqa: E402
+from toyworld_likeness import _ranked  # noqa: E402
 
 SEED = 12345  # the precise draws' seed: one the validation (config.seed + ...) never uses
-BAR = {"reconstruction": 0.85, "editability": 0.90}
 
 
 def _judged_cells(args) -> dict:
@@ -41,11 +38,13 @@ def _judged_cells(args) -> dict:
     return {k: c for k, c in cells.items() if all(s in c["points"] for s, _ in c["val_losses"] if s)}
 
 
-def _misses(cell: dict, patience: int = 3, fraction: float = 0.1) -> bool:
-    """Whether the word the run saves where the trainer's early stop ends it is under the bar."""
-    stop = plateau_step(cell["val_losses"], patience, fraction, cell["picture_scores"]) or cell["steps"]
-    scores = cell["points"][saved_at(cell, stop)]
-    return any(scores[k] < bar for k, bar in BAR.items())
+def _misses(cell: dict) -> bool:
+    """Whether the word the run saves where the demo's early stop ends it is under the bar."""
+    from ti_core.demo import DemoConfig
+    from ti_core.train import TrainConfig
+
+    rule = {"patience": DemoConfig().early_stop, "fraction": TrainConfig.early_stop_fraction}
+    return not at_bar(cell["points"][stop_and_word(cell, rule)[1]])
 
 
 def measure(args) -> int:
@@ -68,7 +67,7 @@ def measure(args) -> int:
         done = {json.loads(line)["key"] for line in out.read_text().splitlines() if line.strip()}
     model = load_toy_model()
     keys = [k[0] for k in model.embedding_keys]
-    by_key = {f"concept:{c.what}:{c.pictures}:{c.seed}": c for c in matrix(styles=()) if c.kind == "concept"}
+    by_key = {c.key(): c for c in matrix(styles=()) if c.kind == "concept"}
     for key in sorted(cells)[index::count]:
         snapshot = _snapshot_file(Path(args.snapshots), key, {args.tag})
         if key in done or snapshot is None:
@@ -89,13 +88,7 @@ def measure(args) -> int:
 
 def _pairs(cell: dict, scores: dict) -> tuple:
     """(ranked right, pairs): pairs of judged words 25 points apart or more whose lower `scores` is the better."""
-    right = pairs = 0
-    for a, b in itertools.combinations(sorted(s for s in scores if s in cell["points"]), 2):
-        fa, fb = _fid(cell["points"][a]), _fid(cell["points"][b])
-        if abs(fa - fb) >= 0.25:
-            pairs += 1
-            right += (scores[a] < scores[b]) == (fa > fb)
-    return right, pairs
+    return _ranked({"k": {"points": cell["points"], "picture_scores": [(s, -v) for s, v in scores.items()]}})
 
 
 def summary(args) -> int:
@@ -106,7 +99,7 @@ def summary(args) -> int:
     totals, reachable = {}, 0
     for row in sorted(rows, key=lambda r: r["key"]):
         cell = cells[row["key"]]
-        reachable += any(all(p[k] >= bar for k, bar in BAR.items()) for s, p in cell["points"].items() if s)
+        reachable += any(at_bar(p) for s, p in cell["points"].items() if s)
         signals = {f"loss, {n} draws": {int(s): v for s, v in losses.items()} for n, losses in row["losses"].items()}
         signals["loss, the validation's draws"] = {s: v for s, v in cell["val_losses"] if s}
         signals["likeness (negated)"] = {s: -v for s, v in cell["picture_scores"] if s}
@@ -116,10 +109,9 @@ def summary(args) -> int:
             total = totals.setdefault(name, [0, 0, 0])
             total[0], total[1] = total[0] + right, total[1] + pairs
             best = min(scores, key=scores.get)
-            good = all(cell["points"][best][k] >= bar for k, bar in BAR.items())
+            good = at_bar(cell["points"][best])
             total[2] += good
-            parts.append(f"{name.split(',')[0] if 'draws' not in name else name.split(', ')[1]} {right}/{pairs}"
-                         f" best {best} {'at' if good else 'under'} the bar")
+            parts.append(f"{name} {right}/{pairs}, lowest at {best} {'at' if good else 'under'} the bar")
         print(f"{row['key']}: " + "; ".join(parts))
     print(f"\n{len(rows)} cells; pairs of words 25 points apart (or more) ranked right, and cells whose best-scored "
           "word (any validation step) is at the bar:")
