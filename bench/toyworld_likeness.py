@@ -67,6 +67,13 @@ def _file(folder: Path, key: str) -> Path:
     return folder / (key.replace(" ", "_").replace(":", "-") + ".pt")
 
 
+def check_changes(args) -> dict:
+    """The TrainConfig fields `features` draws the checks with instead of the trainer's (its --picture-* flags)."""
+    given = {"picture_steps": args.picture_steps, "picture_prompt": args.picture_prompt,
+             "picture_cfg": args.picture_cfg}
+    return {field: value for field, value in given.items() if value is not None}
+
+
 def features(args) -> int:
     from ti_core.data import load_images
     from ti_core.demo import DemoConfig, training_config
@@ -82,8 +89,7 @@ def features(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     index, count = (int(x) for x in args.shard.split("/"))
     keys = [k[0] for k in model.embedding_keys]
-    changes = {**({"picture_steps": args.picture_steps} if args.picture_steps else {}),
-               **({"picture_prompt": args.picture_prompt} if args.picture_prompt else {})}
+    changes = check_changes(args)
     for cell in [c for c in matrix(styles=()) if c.kind == "concept"][index::count]:
         key = cell.key()
         target, snapshot = _file(out, key), _snapshot_file(Path(args.snapshots), key, {args.tag})
@@ -171,6 +177,8 @@ def main(argv=None) -> int:
                    "from these features, not the recorded one)")
     f.add_argument("--picture-prompt", help="draw the checks' pictures from this prompt instead of the trainer's "
                    "([name] becomes the word)")
+    f.add_argument("--picture-cfg", type=float, help="draw the checks' pictures at this guidance scale instead of "
+                   "the trainer's")
     c = sub.add_parser("compare", help="each statistic's ranking and early stop, on the judged cells")
     c.add_argument("files", nargs="+", help="results of bench/toyworld_fidelity.py run")
     c.add_argument("--tag", default="pictures")

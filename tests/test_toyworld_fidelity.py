@@ -3,6 +3,7 @@ slice, the floor the trainer's defaults must keep on a concept the built-in mode
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import replace
@@ -23,7 +24,7 @@ from toyworld_early_stop import (  # noqa: E402
     stop_step,
 )
 from toyworld_fidelity import summarize  # noqa: E402
-from toyworld_likeness import STATISTICS, _joined, _ranked  # noqa: E402
+from toyworld_likeness import STATISTICS, _joined, _ranked, check_changes  # noqa: E402
 from toyworld_objective import _misses  # noqa: E402
 from toyworld_objective import main as objective_main  # noqa: E402
 
@@ -194,6 +195,9 @@ def test_the_likeness_bench_scores_and_ranks_words_by_their_pictures_features():
     joined = _joined([photo, bare], 1)
     assert torch.equal(joined["steps"][25], torch.cat([near[:1], far[:1]])) and joined["training"] is training
     assert _joined([photo, bare], None)["steps"][0].shape == (4, 3)
+    # `features` redraws the checks otherwise only where a --picture-* flag was given
+    flags = argparse.Namespace(picture_steps=None, picture_prompt="a [name]", picture_cfg=8.0)
+    assert check_changes(flags) == {"picture_prompt": "a [name]", "picture_cfg": 8.0}
 
 
 def test_the_objective_bench_ranks_words_by_the_precise_loss_against_the_likeness(tmp_path, capsys):

@@ -50,12 +50,26 @@ def test_init_text_is_spread_over_the_vectors(loaded):
     assert random_init.shape == (2, 32) and float(random_init.std()) == pytest.approx(float(table.std()), rel=0.5)
 
 
+def test_shuffled_order_draws_every_view_once_per_cycle_and_resumes_where_it_was():
+    from ti_core.train_draws import Rng
+
+    rng = Rng.seeded(7)
+    drawn = rng.cycled(10, 8) + rng.cycled(10, 8) + rng.cycled(10, 14)  # three cycles of 10, in batches of 8
+    assert [sorted(drawn[i:i + 10]) for i in (0, 10, 20)] == [list(range(10))] * 3
+    assert drawn[:10] != drawn[10:20]  # each cycle its own order
+    resumed = Rng.seeded(7)
+    resumed.drawn = 16  # a resumed run knows only how many views it drew
+    assert resumed.cycled(10, 14) == drawn[16:]
+    assert Rng.seeded(8).cycled(10, 10) != drawn[:10]
+
+
 @pytest.mark.slow
-def test_same_seed_same_vectors_and_resume_is_bit_exact(tmp_path, loaded):
+@pytest.mark.parametrize("order", ["random", "shuffled"])
+def test_same_seed_same_vectors_and_resume_is_bit_exact(tmp_path, loaded, order):
     model = loaded("tiny-sd2")  # v-prediction
     images = _images(tmp_path / "img")
     common = dict(name="disc", vectors=2, learning_rate="1e-2:3, 5e-3", batch_size=2, crop="random",
-                  latents="resample")
+                  latents="resample", order=order)
     full = train(model, images, TrainConfig(steps=6, output=str(tmp_path / "full.safetensors"), **common))
     again = train(model, images, TrainConfig(steps=6, **common))
     assert torch.equal(full.embedding.vectors["emb_params"], again.embedding.vectors["emb_params"])

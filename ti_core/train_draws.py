@@ -29,14 +29,28 @@ from .prompt import chunk_ids, prompt_chunks, run_encoder
 
 @dataclass
 class Rng:
-    """The two random streams of a run of draws."""
+    """The random streams of a run of draws."""
 
-    random: random.Random  # crops, flips, templates
+    random: random.Random  # crops, flips, templates (and, in random order, which picture)
     torch: torch.Generator  # timesteps and noise
+    seed: int = 0  # of the shuffled order's cycles
+    drawn: int = 0  # views drawn so far in shuffled order: where in its cycles the next one is
 
     @classmethod
     def seeded(cls, seed: int) -> Rng:
-        return cls(random.Random(seed), torch.Generator().manual_seed(seed))
+        return cls(random.Random(seed), torch.Generator().manual_seed(seed), seed)
+
+    def cycled(self, n: int, count: int) -> list:
+        """The next `count` of indices 0..n-1 drawn in cycles, each cycle every index once in a shuffled order:
+        cycle c's order depends only on (seed, c), so `drawn` alone says where a resumed run goes on."""
+        out = []
+        for _ in range(count):
+            cycle, k = divmod(self.drawn, n)
+            order = list(range(n))
+            random.Random(f"{self.seed}:{cycle}").shuffle(order)
+            out.append(order[k])
+            self.drawn += 1
+        return out
 
 
 @dataclass
@@ -97,8 +111,12 @@ class Draws:
 
     def batch(self, count: int, rng: Rng):
         factor = self.model.vae_scale_factor
-        picks = [rng.random.choice(self.cache) for _ in range(count)]
-        items = [rng.random.choice(variants) for variants in picks]
+        if self.config.order == "shuffled":  # every view (a picture or its mirror image) once per cycle
+            views = [v for variants in self.cache for v in variants]
+            items = [views[i] for i in rng.cycled(len(views), count)]
+        else:
+            picks = [rng.random.choice(self.cache) for _ in range(count)]
+            items = [rng.random.choice(variants) for variants in picks]
         crops = [latents.crop_latent(c, self.resolution, factor, self.config.crop, rng.random, rng.torch)
                  for c in items]
         layouts = [self._prompt(c.caption, rng) for c in items]

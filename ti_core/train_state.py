@@ -34,6 +34,7 @@ class TrainState:
     kept: list = field(default_factory=list)  # per text encoder, the best-scored word's vectors (picture checks)
     kept_step: int | None = None
     kept_score: float | None = None
+    drawn: int = 0  # views drawn so far in shuffled order (config.order)
 
 
 def save_state(path, state: TrainState) -> Path:
@@ -58,7 +59,7 @@ def save_state(path, state: TrainState) -> Path:
         "optimizer_scalars": scalars, "vectors": len(state.vectors), "loss_scale": state.loss_scale,
         "val_losses": state.val_losses, "average": len(state.average),
         "picture_scores": state.picture_scores, "kept": len(state.kept), "kept_step": state.kept_step,
-        "kept_score": state.kept_score,
+        "kept_score": state.kept_score, "drawn": state.drawn,
     }
     data = save(tensors, metadata={STATE_KEY: json.dumps(meta)})
     return atomic_write(path, lambda f: f.write(data), overwrite=True)
@@ -104,7 +105,7 @@ def load_state(path) -> TrainState:
         loss_scale=meta["loss_scale"], val_losses=meta["val_losses"],
         average=[tensors[f"average.{i}"] for i in range(meta.get("average", 0))],
         picture_scores=meta.get("picture_scores", []), kept=[tensors[f"kept.{i}"] for i in range(meta.get("kept", 0))],
-        kept_step=meta.get("kept_step"), kept_score=meta.get("kept_score"),
+        kept_step=meta.get("kept_step"), kept_score=meta.get("kept_score"), drawn=meta.get("drawn", 0),
     )
 
 
@@ -120,6 +121,7 @@ def capture(trainer) -> TrainState:
         average=[a.detach() for a in trainer.average or []],
         picture_scores=[list(pair) for pair in trainer.picture_scores],
         kept=list((trainer.kept or {}).values()), kept_step=trainer.kept_step, kept_score=trainer.kept_score,
+        drawn=trainer.rng.drawn,
     )
 
 
@@ -138,6 +140,7 @@ def restore(trainer, state: TrainState) -> None:
     guard.optimizer.load_state_dict(state.optimizer)
     trainer.rng.random.setstate(state.rng)
     trainer.rng.torch.set_state(state.generator)
+    trainer.rng.drawn = state.drawn
     trainer.step, guard.lr_scale, guard.nan_rollbacks = state.step, state.lr_scale, state.nan_rollbacks
     guard.loss_scale = state.loss_scale
     trainer.smoothed, trainer.losses = state.smoothed, list(state.losses)
