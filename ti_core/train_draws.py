@@ -44,12 +44,13 @@ class Rng:
         """The next `count` of indices 0..n-1 drawn in cycles, each cycle every index once in a shuffled order:
         cycle c's order depends only on (seed, c), so `drawn` alone says where a resumed run goes on."""
         out = []
-        for _ in range(count):
+        while len(out) < count:
             cycle, k = divmod(self.drawn, n)
             order = list(range(n))
-            random.Random(f"{self.seed}:{cycle}").shuffle(order)
-            out.append(order[k])
-            self.drawn += 1
+            random.Random(f"{self.seed}:{cycle}").shuffle(order)  # once per cycle a call reaches
+            taken = order[k:k + count - len(out)]
+            out += taken
+            self.drawn += len(taken)
         return out
 
 
@@ -100,6 +101,7 @@ class Draws:
         self.cache = latents.cache_latents(model, images, resolution, config.crop, config.flip, config.latents,
                                            cache_generator, config.use_alpha, config.pad_fill)
         release_free_memory()  # the VAE encoder's activations
+        self.views = [v for variants in self.cache for v in variants]  # for order "shuffled"
         self.layouts = {}
 
     def _prompt(self, caption: str, rng: Rng) -> _PromptLayout:
@@ -112,8 +114,7 @@ class Draws:
     def batch(self, count: int, rng: Rng):
         factor = self.model.vae_scale_factor
         if self.config.order == "shuffled":  # every view (a picture or its mirror image) once per cycle
-            views = [v for variants in self.cache for v in variants]
-            items = [views[i] for i in rng.cycled(len(views), count)]
+            items = [self.views[i] for i in rng.cycled(len(self.views), count)]
         else:
             picks = [rng.random.choice(self.cache) for _ in range(count)]
             items = [rng.random.choice(variants) for variants in picks]
