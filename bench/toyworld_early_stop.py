@@ -55,7 +55,8 @@ def _records(paths: list, tag: str | None = None, same_as: str | None = None) ->
             cell = cells.setdefault(row["key"], {"cell": row["cell"], "val_losses": row["val_losses"],
                                                  "steps": row["steps"], "points": {}, "tag": tag or "defaults",
                                                  "overrides": row.get("overrides", {}), "run_tags": set(),
-                                                 "picture_scores": row.get("picture_scores") or []})
+                                                 "picture_scores": row.get("picture_scores") or [],
+                                                 "kept_steps": dict(map(tuple, row.get("kept_steps") or []))})
             cell["run_tags"].add(row["tag"])
             if cell["val_losses"] != row["val_losses"]:
                 raise SystemExit(f"{row['key']}: two runs with different validation losses ({path}): not the same "
@@ -86,7 +87,7 @@ def stop_and_word(cell: dict, rule: dict) -> tuple:
     pictures, which saves the best-scored word up to its stop."""
     scores = cell.get("picture_scores") or []
     stop = stop_step(cell["val_losses"], **rule, picture_scores=scores) or cell["steps"]
-    return stop, (kept_step(scores, stop) if scores else stop)
+    return stop, saved_at(cell, stop)
 
 
 def _snapshot_file(folder: Path, key: str, tags) -> Path | None:
@@ -150,7 +151,11 @@ def saved_at(cell: dict, stop: int) -> int | None:
     """The step of the word a run of this cell saves when it ends at `stop`: the last step's, unless the run checked
     pictures, which saves the best-scored word up to there."""
     scores = cell.get("picture_scores") or []
-    return kept_step(scores, stop) if scores else stop
+    if not scores:
+        return stop
+    if cell.get("kept_steps") and "keep_margin" not in cell:  # the run's own decisions, where it recorded them
+        return cell["kept_steps"][max(s for s in cell["kept_steps"] if s <= stop)]
+    return kept_step(scores, stop, cell.get("picture_cosines"), cell.get("keep_margin", 0.0))
 
 
 def report(cells: dict, rules: list, samples: int = 16) -> list:

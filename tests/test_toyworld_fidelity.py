@@ -20,6 +20,7 @@ from toyworld_early_stop import (  # noqa: E402
     _snapshot_file,
     grid,
     report,
+    saved_at,
     stop_and_word,
     stop_step,
 )
@@ -172,6 +173,20 @@ def test_with_picture_checks_a_later_stop_counts_the_word_it_would_save():
     assert len(rules) == 81 and ("loss 3 under 10%, likeness 3 under 10%: mean stop 100, fidelity 85.7% of the last "
                                  "steps' saved words, 1 cells a later stop makes 10 points better (1 beyond noise), "
                                  "0/2 at the bar") in rules
+
+
+def test_the_early_stop_bench_reads_the_runs_keep_decisions_or_a_keep_margin():
+    """The word a run saves at a stop: the best-scored up to there; with a keep margin read offline from the check
+    pictures' cosines, a later word only when clearly better; a run that recorded its own decisions, those."""
+    scores = [(0, 0.5), (25, 0.9), (50, 0.905)]
+    cosines = {0: torch.full((4,), 0.5), 25: torch.tensor([0.9, 0.9, 0.9, 0.9]),
+               50: torch.tensor([0.95, 0.86, 0.93, 0.88])}  # +0.005 on average, -0.04 to +0.05 picture by picture
+    cell = {"picture_scores": scores}
+    assert saved_at(cell, 50) == 50 and saved_at(cell, 25) == 25
+    assert saved_at({**cell, "picture_cosines": cosines, "keep_margin": 1.0}, 50) == 25
+    assert saved_at({**cell, "picture_cosines": cosines, "keep_margin": 0.0}, 50) == 50
+    recorded = {**cell, "kept_steps": {0: 0, 25: 25, 50: 25}}  # a run with a margin: what it kept after each check
+    assert saved_at(recorded, 50) == 25 and saved_at(recorded, 60) == 25 and saved_at(recorded, 30) == 25
 
 
 def test_the_likeness_bench_scores_and_ranks_words_by_their_pictures_features():

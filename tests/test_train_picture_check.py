@@ -10,7 +10,8 @@ import torch
 from conftest import disc_images as _images
 from ti_core.embeddings import load_embedding
 from ti_core.errors import SettingError
-from ti_core.picture_check import likeness, square_pictures
+from ti_core.picture_check import likeness, replaces, square_pictures
+from ti_core.toyworld.trial import kept_step
 from ti_core.train import TrainConfig, train
 from ti_core.train_callbacks import finished, plateau_step
 
@@ -38,6 +39,7 @@ def test_the_saved_word_is_the_best_scored_one(tmp_path, loaded):
     scores = dict(result.picture_scores)
     best = max(scores.values())
     assert result.kept_step == min(s for s, v in scores.items() if v == best)
+    assert result.kept_steps == [(s, kept_step(result.picture_scores, s)) for s in scores]  # check by check
     if result.kept_step:  # the saved file holds the kept step's vectors, not the last step's
         assert torch.equal(result.embedding.vectors["emb_params"], seen[result.kept_step][0])
     saved = load_embedding(out)
@@ -47,15 +49,17 @@ def test_the_saved_word_is_the_best_scored_one(tmp_path, loaded):
 
 
 @pytest.mark.slow
-def test_a_resumed_run_keeps_the_same_record(tmp_path, loaded):
+@pytest.mark.parametrize("margin", [0.0, 1.0])
+def test_a_resumed_run_keeps_the_same_record(tmp_path, loaded, margin):
     model, images = loaded("tiny-sd1"), _images(tmp_path / "img")
-    straight = train(model, images, TrainConfig(**COMMON), image_encoder=_colours)
-    first = train(model, images, TrainConfig(**{**COMMON, "steps": 4}, output=str(tmp_path / "a.safetensors")),
+    common = {**COMMON, "picture_keep_margin": margin}
+    straight = train(model, images, TrainConfig(**common), image_encoder=_colours)
+    first = train(model, images, TrainConfig(**{**common, "steps": 4}, output=str(tmp_path / "a.safetensors")),
                   image_encoder=_colours)
-    resumed = train(model, images, TrainConfig(**COMMON, resume=first.state_path,
+    resumed = train(model, images, TrainConfig(**common, resume=first.state_path,
                                                output=str(tmp_path / "b.safetensors")), image_encoder=_colours)
     assert resumed.picture_scores == straight.picture_scores
-    assert resumed.kept_step == straight.kept_step
+    assert resumed.kept_step == straight.kept_step and resumed.kept_steps == straight.kept_steps
     assert torch.equal(resumed.embedding.vectors["emb_params"], straight.embedding.vectors["emb_params"])
 
 
@@ -79,6 +83,22 @@ def test_likeness_is_the_mean_cosine_to_the_training_pictures():
     same, across = torch.nn.functional.normalize(torch.tensor([[1.0, 1.0], [1.0, -1.0]]), dim=1)
     assert likeness(same[None], reference) == pytest.approx(1.0)
     assert likeness(torch.stack([same, across]), reference) == pytest.approx(0.5)
+
+
+def test_a_later_word_replaces_the_kept_one_only_when_clearly_better():
+    kept = torch.tensor([0.90, 0.92, 0.94, 0.96])
+    noisy = kept + torch.tensor([0.03, -0.02, 0.02, -0.01])  # higher on average (+0.005), not picture by picture
+    steady = kept + 0.005  # the same rise in every picture
+    assert replaces(noisy, kept, 0.0) and replaces(steady, kept, 0.0)  # margin 0: the higher mean wins
+    assert not replaces(noisy, kept, 1.0)  # 0.005 against a standard error of 0.012
+    assert replaces(steady, kept, 1.0) and replaces(steady, kept, 100.0)  # no spread: any rise is clear
+    assert not replaces(kept, kept, 0.0) and not replaces(kept - 0.01, kept, 0.0)
+    scores = [(0, kept.mean()), (25, noisy.mean()), (50, (noisy + 0.01).mean())]
+    cosines = {0: kept, 25: noisy, 50: noisy + 0.01}
+    assert kept_step(scores, None) == 50 and kept_step(scores, 25) == 25  # the best-scored up to there
+    assert kept_step(scores, 25, cosines, 1.0) == 0  # step 25 is not clearly better than step 0
+    assert kept_step(scores, None, cosines, 1.0) == 50  # step 50 is: +0.015 against 0.012
+    assert kept_step(scores, None, cosines, 0.0) == kept_step(scores, None)
 
 
 def test_training_pictures_are_cropped_to_their_centre_square_never_stretched(tmp_path):

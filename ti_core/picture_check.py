@@ -45,6 +45,17 @@ def likeness(features: torch.Tensor, reference: torch.Tensor) -> float:
     return float((features @ reference).mean())
 
 
+def replaces(new: torch.Tensor, kept: torch.Tensor, margin: float) -> bool:
+    """Whether a word whose check pictures have the cosines `new` replaces the kept word (cosines `kept`, the same
+    seeds): its likeness is higher by more than `margin` standard errors of the mean paired difference (0: higher
+    at all)."""
+    if not margin:
+        return float(new.mean()) > float(kept.mean())  # as `likeness` computes them
+    difference = new.double() - kept.double()
+    spread = difference.std() / len(difference) ** 0.5 if len(difference) > 1 else torch.zeros(())
+    return bool(difference.mean() > margin * spread)
+
+
 class PictureCheck(Callback):
     """At step 0 and at every validation: `picture_samples` pictures of `picture_prompt`, scored against the
     training pictures; the best-scored word is kept (`trainer.kept`) and is the one saved."""
@@ -80,8 +91,12 @@ class PictureCheck(Callback):
         return pictures.permute(0, 3, 1, 2)
 
     def measure(self, trainer) -> float:
-        score = likeness(encode(self.encoder, self.draw(trainer)), self.reference)
+        cosines = encode(self.encoder, self.draw(trainer)) @ self.reference
+        score = float(cosines.mean())  # likeness()
         trainer.picture_scores.append((trainer.step, score))
-        if trainer.kept is None or score > trainer.kept_score:
-            trainer.keep(score)
+        if trainer.kept is None or (score > trainer.kept_score if trainer.kept_cosines is None  # an older state's
+                                    else replaces(cosines, torch.tensor(trainer.kept_cosines),
+                                                  self.config.picture_keep_margin)):
+            trainer.keep(score, cosines.tolist())
+        trainer.kept_steps.append((trainer.step, trainer.kept_step))
         return score

@@ -94,6 +94,7 @@ class TrainResult:
     first_step: int = 0  # the step this run started from (a resume's)
     picture_scores: list = field(default_factory=list)  # (step, likeness) pairs of the picture checks, if any
     kept_step: int | None = None  # with picture checks: the step of the saved word (the best-scored one)
+    kept_steps: list = field(default_factory=list)  # (step, the step of the word kept after that check) pairs
 
     @property
     def stopped(self) -> bool:
@@ -266,6 +267,7 @@ class Trainer:
         self.val_losses = []  # (step, validation loss)
         self.picture_scores = []  # (step, likeness) of the picture checks
         self.kept, self.kept_step, self.kept_score = None, None, None  # the best-scored word (picture checks)
+        self.kept_cosines, self.kept_steps = None, []  # its check pictures' cosines; the kept step after each check
         self.outcome, self.saved_path, self.events = None, None, _StepEvents()
         if config.resume:
             restore(self, load_state(config.resume))
@@ -298,9 +300,10 @@ class Trainer:
         keys = [k[0] for k in self.model.embedding_keys]
         return {k: p.detach().clone() for k, p in zip(keys, self.word_vectors())}
 
-    def keep(self, score: float) -> None:
+    def keep(self, score: float, cosines: list | None = None) -> None:
         """Keep the word as it is now as the one to save (its pictures look most like the training pictures)."""
         self.kept, self.kept_step, self.kept_score = self.vector_dict(), self.step, score
+        self.kept_cosines = cosines
 
     def embedding(self) -> Embedding:
         """The word to save: the kept one when pictures are checked, else the word as it is now."""
@@ -357,6 +360,7 @@ class Trainer:
             state_path=str(self.state_path) if saved else None, nan_rollbacks=self.guard.nan_rollbacks,
             seconds=time.perf_counter() - started, val_losses=list(self.val_losses), steps=config.steps,
             first_step=first_step, picture_scores=list(self.picture_scores), kept_step=self.kept_step,
+            kept_steps=list(self.kept_steps),
         )
 
 

@@ -140,6 +140,10 @@ class TrainConfig:
     # fidelity is measured with; far higher guidance exaggerates colours the word only half holds
     picture_prompt: str = opt("a photo of a [name]", "what the picture checks draw; [name] becomes the word")
     # the reconstruction prompt: the thing alone, as the training pictures show it
+    picture_keep_margin: float = opt(0.0, "with picture checks: a later word replaces the kept one only when its "
+                                          "pictures look more like the training pictures by more than this many "
+                                          "standard errors (of the difference over the check's pictures; 0 = the "
+                                          "best-scored word)", low=0.0, high=10.0)
     nan_lr_factor: float = opt(0.5, "after a NaN/inf step, roll back and multiply the learning rate by this")
 
     def validate(self) -> None:

@@ -34,6 +34,8 @@ class TrainState:
     kept: list = field(default_factory=list)  # per text encoder, the best-scored word's vectors (picture checks)
     kept_step: int | None = None
     kept_score: float | None = None
+    kept_cosines: list | None = None  # the kept word's check pictures' cosines (picture_keep_margin compares them)
+    kept_steps: list = field(default_factory=list)  # [step, kept step] after each picture check
     drawn: int = 0  # views drawn so far in shuffled order (config.order)
 
 
@@ -59,7 +61,8 @@ def save_state(path, state: TrainState) -> Path:
         "optimizer_scalars": scalars, "vectors": len(state.vectors), "loss_scale": state.loss_scale,
         "val_losses": state.val_losses, "average": len(state.average),
         "picture_scores": state.picture_scores, "kept": len(state.kept), "kept_step": state.kept_step,
-        "kept_score": state.kept_score, "drawn": state.drawn,
+        "kept_score": state.kept_score, "kept_cosines": state.kept_cosines, "kept_steps": state.kept_steps,
+        "drawn": state.drawn,
     }
     data = save(tensors, metadata={STATE_KEY: json.dumps(meta)})
     return atomic_write(path, lambda f: f.write(data), overwrite=True)
@@ -105,7 +108,8 @@ def load_state(path) -> TrainState:
         loss_scale=meta["loss_scale"], val_losses=meta["val_losses"],
         average=[tensors[f"average.{i}"] for i in range(meta.get("average", 0))],
         picture_scores=meta.get("picture_scores", []), kept=[tensors[f"kept.{i}"] for i in range(meta.get("kept", 0))],
-        kept_step=meta.get("kept_step"), kept_score=meta.get("kept_score"), drawn=meta.get("drawn", 0),
+        kept_step=meta.get("kept_step"), kept_score=meta.get("kept_score"), kept_cosines=meta.get("kept_cosines"),
+        kept_steps=meta.get("kept_steps", []), drawn=meta.get("drawn", 0),
     )
 
 
@@ -121,6 +125,7 @@ def capture(trainer) -> TrainState:
         average=[a.detach() for a in trainer.average or []],
         picture_scores=[list(pair) for pair in trainer.picture_scores],
         kept=list((trainer.kept or {}).values()), kept_step=trainer.kept_step, kept_score=trainer.kept_score,
+        kept_cosines=trainer.kept_cosines, kept_steps=[list(pair) for pair in trainer.kept_steps],
         drawn=trainer.rng.drawn,
     )
 
@@ -150,6 +155,8 @@ def restore(trainer, state: TrainState) -> None:
         keys = [k[0] for k in trainer.model.embedding_keys]
         trainer.kept = {k: v.to(device=p.device, dtype=p.dtype) for k, v, p in zip(keys, state.kept, params)}
         trainer.kept_step, trainer.kept_score = state.kept_step, state.kept_score
+        trainer.kept_cosines = state.kept_cosines  # None from an older state: the scores compare then
+    trainer.kept_steps = [tuple(pair) for pair in state.kept_steps]
     if trainer.average is not None:  # a state saved without an average: it starts from the resumed vectors
         trainer.average = ([v.to(device=p.device, dtype=p.dtype) for v, p in zip(state.average, params)]
                            or [v.detach().clone() for v in trainer.vectors()])

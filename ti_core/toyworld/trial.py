@@ -69,12 +69,21 @@ def baseline(model, judge, cell: Cell, config) -> dict:
     return _measure(model, judge, cell, init_word(cell, config), seen, config)
 
 
-def kept_step(picture_scores: list, until: int | None) -> int | None:
+def kept_step(picture_scores: list, until: int | None, cosines: dict | None = None, margin: float = 0.0) -> int | None:
     """The step whose word a run with picture checks saves when it ends at `until` (None: at its last check): the
-    first best-scored check up to there."""
+    first best-scored check up to there. With `cosines` (step -> each check picture's cosine) and a `margin`, as
+    `picture_check.replaces` decides: a later word replaces the kept one only when clearly better."""
     seen = [(step, score) for step, score in picture_scores if until is None or step <= until]
     if not seen:
         return None
+    if cosines is not None and margin:
+        from ..picture_check import replaces
+
+        kept = seen[0][0]
+        for step, _ in seen[1:]:
+            if replaces(cosines[step], cosines[kept], margin):
+                kept = step
+        return kept
     best = max(score for _, score in seen)
     return next(step for step, score in seen if score == best)
 
@@ -111,8 +120,14 @@ def run_cell(model, judge, cell: Cell, config, at=(), snapshots_to=None, judge_e
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder, seen = _draw(cell, Path(tmp) / "pictures")
-        encoder = judge.encoder() if config.picture_check else None
-        result = train(model, folder, train_config, on_step=on_step, image_encoder=encoder)
+        encoded = []  # every picture set the checks encode: the training pictures first, then each check's
+
+        def encoder(pictures):
+            encoded.append(judge.encoder()(pictures))
+            return encoded[-1]
+
+        result = train(model, folder, train_config, on_step=on_step,
+                       image_encoder=encoder if config.picture_check else None)
     seconds = time.perf_counter() - started
     # Where the trainer's early stop would have ended the run: its rule over the validation losses (and picture
     # scores) from step 0 on (the init vectors' values, measured before the first step, are where the change the
@@ -123,7 +138,8 @@ def run_cell(model, judge, cell: Cell, config, at=(), snapshots_to=None, judge_e
     judged = set(at)
     saved = {}
     if result.picture_scores:  # the word such a run saves: the best-scored one up to its stop, or up to the end
-        saved = {"early_stop": kept_step(result.picture_scores, stop), "end": kept_step(result.picture_scores, None)}
+        kept_after = dict(result.kept_steps)  # the trainer's own keep decisions, check by check
+        saved = {"early_stop": kept_after[stop] if stop is not None else result.kept_step, "end": result.kept_step}
         judged |= {step for step in saved.values() if step}  # a step-0 word is the init word: not kept vectors
         if early:
             early["kept_step"] = saved["early_stop"]
@@ -147,8 +163,23 @@ def run_cell(model, judge, cell: Cell, config, at=(), snapshots_to=None, judge_e
         "val_losses": [[s, round(v, 6)] for s, v in result.val_losses],
         "points": {str(s): v for s, v in points.items()}, "early_stop": early or None,
         "picture_scores": [[s, round(v, 6)] for s, v in result.picture_scores], "kept": saved or None,
+        "kept_steps": [list(pair) for pair in result.kept_steps],
+        "picture_cosines": _cosines(encoded, result.picture_scores),
     }
     return record
+
+
+def _cosines(encoded: list, picture_scores: list) -> list:
+    """[step, each check picture's cosine to the training pictures' mean feature] per check (what its likeness
+    averages; a keep margin compares them), from the features the checks encoded in order."""
+    if not encoded:
+        return []
+    import torch.nn.functional as F
+
+    unit = [F.normalize(f.float().reshape(len(f), -1), dim=1) for f in encoded]
+    reference = F.normalize(unit[0].mean(0), dim=0)
+    return [[step, [round(float(c), 6) for c in features @ reference]]
+            for (step, _), features in zip(picture_scores, unit[1:])]
 
 
 def judge_snapshots(model, judge, cell: Cell, config, path, steps) -> dict:
