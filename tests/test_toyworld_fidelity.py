@@ -255,6 +255,7 @@ def test_ci_slice_the_defaults_learn_the_hardest_concept(toy):
     floor is the worst editability of any cell of the matrix under these defaults (69 %, README), less a margin."""
     from ti_core.demo import DemoConfig
     from ti_core.toyworld.trial import baseline, run_cell
+    from ti_core.train import TrainConfig
 
     model, judge = toy
     cell = Cell("concept", "green dotted heart", 3, 0)
@@ -265,6 +266,10 @@ def test_ci_slice_the_defaults_learn_the_hardest_concept(toy):
     assert early["reconstruction"] >= SLICE_FLOOR and early["editability"] >= SLICE_EDIT_FLOOR, record
     seen = {step: score for step, score in record["picture_scores"] if step <= early["step"]}
     assert seen[early["kept_step"]] == max(seen.values()), record  # judged: the best-scored word up to the stop
+    assert dict(record["kept_steps"])[early["step"]] == early["kept_step"]  # the trainer's own decision there
+    for (step, score), (same, cosines) in zip(record["picture_scores"], record["picture_cosines"], strict=True):
+        assert step == same and len(cosines) == TrainConfig.picture_samples
+        assert sum(cosines) / len(cosines) == pytest.approx(score, abs=2e-6)  # what the likeness averages
     base = baseline(model, judge, cell, config)
     assert base["reconstruction"] <= 0.2 and base["editability"] <= 0.2, base
 
