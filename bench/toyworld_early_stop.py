@@ -2,7 +2,7 @@
 fewer steps, and does it ever stop a run that continuing would make 10 points better?
 
     .venv/bin/python bench/toyworld_early_stop.py bench_out/trace-*.jsonl bench_out/fidelity-*.jsonl \\
-        [--rule patience=2,fraction=0.05 ...] [--judge [--snapshots bench_out/snap] [--shard 0/2]]
+        [--rule patience=2,fraction=0.05 ...] [--judge [--snapshots bench_out/snap] [--shard 0/2]] [--keep-margin 1]
 
 Input: records of `bench/toyworld_fidelity.py run` for the same cells and recipe (one run per cell passes through
 every shorter fixed-length run: constant learning rate, and validation draws never touch the training draws),
@@ -11,7 +11,9 @@ validation. For each rule (`ti_core.train_callbacks.plateaued` with its `patienc
 it would stop each cell is found from the validation losses; with --judge, a step no record judged is judged
 (from the snapshots, or by training the cell again up to it) and cached in --judged. Printed per rule: mean and
 spread of stop steps, the fidelity at the stop against the best judged fixed length, and every cell where a later
-judged step is 10 points better in reconstruction or editability.
+judged step is 10 points better in reconstruction or editability. With --keep-margin, the runs are read as if
+they had kept their words with that `picture_keep_margin` (from each check picture's cosine, which runs record since
+the option exists), and --judge judges every word such a run would save.
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ def _records(paths: list, tag: str | None = None, same_as: str | None = None) ->
                                                  "steps": row["steps"], "points": {}, "tag": tag or "defaults",
                                                  "overrides": row.get("overrides", {}), "run_tags": set(),
                                                  "picture_scores": row.get("picture_scores") or [],
-                                                 "kept_steps": dict(map(tuple, row.get("kept_steps") or []))})
+                                                 "kept_steps": dict(map(tuple, row.get("kept_steps") or [])),
+                                                 "picture_cosines": dict(map(tuple,
+                                                                             row.get("picture_cosines") or []))})
             cell["run_tags"].add(row["tag"])
             if cell["val_losses"] != row["val_losses"]:
                 raise SystemExit(f"{row['key']}: two runs with different validation losses ({path}): not the same "
@@ -381,6 +385,9 @@ def main(argv=None) -> int:
                         "for the loss and the likeness (runs with picture checks)")
     parser.add_argument("--why", action="store_true", help="for each cell that misses the bar where the first rule "
                         "stops, what its word draws wrong (needs --snapshots)")
+    parser.add_argument("--keep-margin", type=float, help="read the runs as if they kept words with this "
+                        "picture_keep_margin (from each check picture's recorded cosine; runs recorded before those "
+                        "were: skipped)")
     parser.add_argument("--seeds", help="only the cells of these picture seeds, e.g. 0,1 to choose a rule and 2 to "
                         "check it on cells it was not chosen on")
     parser.add_argument("--shard", default="0/1", help="i/n: judge every n-th cell from the i-th")
@@ -393,10 +400,19 @@ def main(argv=None) -> int:
     if args.seeds:
         seeds = {int(s) for s in args.seeds.split(",")}
         cells = {k: c for k, c in cells.items() if c["cell"].get("seed") in seeds}
+    if args.keep_margin is not None:
+        import torch
+
+        cells = {k: {**c, "keep_margin": args.keep_margin,
+                     "picture_cosines": {s: torch.tensor(v) for s, v in c["picture_cosines"].items()}}
+                 for k, c in cells.items() if c["picture_cosines"]}
     _read_judged(cells, Path(args.judged))
     if args.judge or args.judge_all:
         wanted = {k: ({s for s, _ in c["val_losses"] if s} if args.judge_all else set())
                   | {stop_and_word(c, r)[1] for r in rules} for k, c in cells.items()}
+        if args.keep_margin is not None:  # every word such a run saves, for the later stops' regrets
+            wanted = {k: steps | {saved_at(cells[k], n) for n, _ in cells[k]["val_losses"]} - {0}
+                      for k, steps in wanted.items()}
         shard = tuple(int(x) for x in args.shard.split("/"))
         _judge_missing(cells, wanted, Path(args.snapshots) if args.snapshots else None, Path(args.judged), shard)
     print(f"{len(cells)} cells")

@@ -116,7 +116,7 @@ def compare(args) -> int:
     folders = [Path(f) for f in args.features]
     cells = {k: c for k, c in cells.items() if all(_file(folder, k).is_file() for folder in folders)
              and (seeds is None or c["cell"].get("seed") in seeds)
-             and (args.keep_margins or all(s in c["points"] for s, _ in c["val_losses"] if s))}
+             and all(s in c["points"] for s, _ in c["val_losses"] if s)}
     if not cells:
         raise SystemExit("no cell has both features and a judgement at every validation: run `features`, and the "
                          "early-stop bench with --judge-all")
@@ -127,8 +127,6 @@ def compare(args) -> int:
     print(f"{len(cells)} cells judged at every validation; the mean cosine from these features differs from the "
           f"recorded likeness by at most {recorded:.1e} (more than ~1e-6: the features were drawn otherwise)")
     rule = [{"patience": args.patience, "fraction": args.fraction}]
-    if args.keep_margins:
-        return _keep_margins(cells, loaded, rule, [float(m) for m in args.keep_margins.split(",")], args.by_concept)
     for name, statistic in STATISTICS.items():
         scored = {}
         for key, c in cells.items():
@@ -144,25 +142,6 @@ def compare(args) -> int:
         if args.by_concept:
             for line in by_concept(scored, rule[0]):
                 print(f"  {line}")
-    return 0
-
-
-def _keep_margins(cells: dict, loaded: dict, rule: list, margins: list, by_concepts: bool) -> int:
-    """The trainer's likeness, with the word kept by `picture_check.replaces` at each margin: a later word replaces
-    the kept one only when its pictures' cosines are higher by more than that many standard errors."""
-    for margin in margins:
-        scored = {}
-        for key, c in cells.items():
-            f = loaded[key]
-            reference = F.normalize(f["training"].mean(0), dim=0)
-            cosines = {s: f["steps"][s] @ reference for s in f["steps"]}
-            scored[key] = {**c, "picture_cosines": cosines, "keep_margin": margin}
-        print(f"\nkeep margin {margin:g} standard errors:")
-        for line in report(scored, rule):
-            if line.startswith(("rule", "best", "fixed  300", "a rule")):
-                print(f"  {line}")
-        for line in by_concept(scored, rule[0])[(0 if by_concepts else -1):]:
-            print(f"  {line}")
     return 0
 
 
@@ -211,8 +190,6 @@ def main(argv=None) -> int:
                    "as one folder's N x folders)")
     c.add_argument("--seeds", help="only these picture seeds, e.g. 2")
     c.add_argument("--by-concept", action="store_true", help="each statistic's table per concept where it stops")
-    c.add_argument("--keep-margins", help="comma-separated margins (standard errors) for the trainer's likeness: "
-                   "a later word replaces the kept one only when that much better (0: the best-scored word)")
     c.add_argument("--patience", type=int, default=3)
     c.add_argument("--fraction", type=float, default=0.1)
     args = parser.parse_args(argv)

@@ -24,6 +24,7 @@ from toyworld_early_stop import (  # noqa: E402
     stop_and_word,
     stop_step,
 )
+from toyworld_early_stop import main as early_stop_main  # noqa: E402
 from toyworld_fidelity import summarize  # noqa: E402
 from toyworld_likeness import STATISTICS, _joined, _ranked, check_changes  # noqa: E402
 from toyworld_objective import _misses  # noqa: E402
@@ -187,6 +188,25 @@ def test_the_early_stop_bench_reads_the_runs_keep_decisions_or_a_keep_margin():
     assert saved_at({**cell, "picture_cosines": cosines, "keep_margin": 0.0}, 50) == 50
     recorded = {**cell, "kept_steps": {0: 0, 25: 25, 50: 25}}  # a run with a margin: what it kept after each check
     assert saved_at(recorded, 50) == 25 and saved_at(recorded, 60) == 25 and saved_at(recorded, 30) == 25
+
+
+def test_the_early_stop_bench_reads_runs_as_if_kept_with_a_margin(tmp_path, capsys):
+    """`--keep-margin`: the recorded check pictures' cosines decide which word a run would have kept. Step 50's
+    word scores 0.005 higher than step 25's, within its pictures' noise: kept without a margin, not with one."""
+    losses = [[s, 1.0 if s == 0 else 0.5] for s in range(0, 151, 25)]
+    steady, noisy = [0.9] * 4, [0.95, 0.86, 0.93, 0.88]
+    cosines = [[0, [0.5] * 4], [25, steady]] + [[s, noisy] for s in range(50, 151, 25)]
+    row = {"tag": "defaults", "key": "k", "cell": {}, "overrides": {}, "steps": 150, "val_losses": losses,
+           "picture_scores": [[s, sum(c) / 4] for s, c in cosines], "picture_cosines": cosines,
+           "points": {"25": {"reconstruction": 1.0, "editability": 1.0},
+                      "50": {"reconstruction": 0.5, "editability": 1.0}}}
+    results = tmp_path / "f.jsonl"
+    results.write_text(json.dumps(row) + "\n")
+    for margin, fidelity in ((None, "75.0%"), ("0", "75.0%"), ("1", "100.0%")):
+        early_stop_main([str(results), "--judged", str(tmp_path / "judged.jsonl")]
+                        + (["--keep-margin", margin] if margin else []))
+        rule = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rule "))
+        assert "mean stop 100 steps" in rule and f"fidelity {fidelity}" in rule, (margin, rule)
 
 
 def test_the_likeness_bench_scores_and_ranks_words_by_their_pictures_features():
