@@ -35,9 +35,18 @@ def square_pictures(images: list, size: int) -> torch.Tensor:
 def encode(encoder: ImageEncoder, pictures: torch.Tensor) -> torch.Tensor:
     """Unit-length features [N, D] of pictures [N, 3, H, W] (the encoder's own output, flattened, as float32)."""
     with torch.no_grad():
-        features = encoder(pictures)
+        return unit_features(encoder(pictures))
+
+
+def unit_features(features) -> torch.Tensor:
+    """An encoder's output for N pictures as unit-length float32 rows [N, D]."""
     features = torch.as_tensor(features).detach().clone().float().cpu()  # ComfyUI hands out inference tensors
-    return F.normalize(features.reshape(len(pictures), -1), dim=1)
+    return F.normalize(features.reshape(len(features), -1), dim=1)
+
+
+def reference_of(training: torch.Tensor) -> torch.Tensor:
+    """The unit mean of the training pictures' unit features: what every check is scored against."""
+    return F.normalize(training.mean(0), dim=0)
 
 
 def likeness(features: torch.Tensor, reference: torch.Tensor) -> float:
@@ -66,8 +75,7 @@ class PictureCheck(Callback):
         self.reference = None
 
     def on_run_start(self, trainer) -> None:
-        training = encode(self.encoder, square_pictures(self.images, self.resolution))
-        self.reference = F.normalize(training.mean(0), dim=0)
+        self.reference = reference_of(encode(self.encoder, square_pictures(self.images, self.resolution)))
         if not trainer.picture_scores:
             self.measure(trainer)  # the init word's pictures: where the likeness starts rising from
 
@@ -94,9 +102,13 @@ class PictureCheck(Callback):
         cosines = encode(self.encoder, self.draw(trainer)) @ self.reference
         score = float(cosines.mean())  # likeness()
         trainer.picture_scores.append((trainer.step, score))
-        if trainer.kept is None or (score > trainer.kept_score if trainer.kept_cosines is None  # an older state's
-                                    else replaces(cosines, torch.tensor(trainer.kept_cosines),
-                                                  self.config.picture_keep_margin)):
+        if trainer.kept is None:
+            better = True
+        elif trainer.kept_cosines is None:  # kept by a resume state written before the cosines were kept
+            better = score > trainer.kept_score
+        else:
+            better = replaces(cosines, torch.tensor(trainer.kept_cosines), self.config.picture_keep_margin)
+        if better:
             trainer.keep(score, cosines.tolist())
         trainer.kept_steps.append((trainer.step, trainer.kept_step))
         return score

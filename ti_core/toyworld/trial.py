@@ -120,10 +120,10 @@ def run_cell(model, judge, cell: Cell, config, at=(), snapshots_to=None, judge_e
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder, seen = _draw(cell, Path(tmp) / "pictures")
-        encoded = []  # every picture set the checks encode: the training pictures first, then each check's
+        encoded, features_of = [], judge.encoder()  # what the checks encode: the training pictures, then each check's
 
         def encoder(pictures):
-            encoded.append(judge.encoder()(pictures))
+            encoded.append(features_of(pictures))
             return encoded[-1]
 
         result = train(model, folder, train_config, on_step=on_step,
@@ -172,12 +172,12 @@ def run_cell(model, judge, cell: Cell, config, at=(), snapshots_to=None, judge_e
 def _cosines(encoded: list, picture_scores: list) -> list:
     """[step, each check picture's cosine to the training pictures' mean feature] per check (what its likeness
     averages; a keep margin compares them), from the features the checks encoded in order."""
+    from ..picture_check import reference_of, unit_features
+
     if not encoded:
         return []
-    import torch.nn.functional as F
-
-    unit = [F.normalize(f.float().reshape(len(f), -1), dim=1) for f in encoded]
-    reference = F.normalize(unit[0].mean(0), dim=0)
+    unit = [unit_features(f) for f in encoded]
+    reference = reference_of(unit[0])
     return [[step, [round(float(c), 6) for c in features @ reference]]
             for (step, _), features in zip(picture_scores, unit[1:])]
 
