@@ -209,6 +209,30 @@ def test_the_early_stop_bench_reads_runs_as_if_kept_with_a_margin(tmp_path, caps
         assert "mean stop 100 steps" in rule and f"fidelity {fidelity}" in rule, (margin, rule)
 
 
+RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+
+
+@pytest.mark.parametrize("margin, expected", [
+    ("0", "fidelity 95.5% = 98.5% of the best fixed length on the same 72/72 judged cells, 6 cells 10 points better "
+          "later (4 beyond the judge's noise); by a later stop: 5 (4 beyond"),
+    ("1", "fidelity 94.7% = 99.1% of the best fixed length on the same 72/72 judged cells, 6 cells 10 points better "
+          "later (3 beyond the judge's noise); by a later stop: 4 (2 beyond"),
+    ("2", "fidelity 94.2% = 99.9% of the best fixed length on the same 72/72 judged cells, 10 cells 10 points better "
+          "later (4 beyond the judge's noise); by a later stop: 0 (0 beyond"),
+])
+def test_the_readmes_keep_margin_numbers_read_back_from_the_committed_runs(margin, expected, capsys):
+    """The 72 runs of the defaults (bench/results: each check picture's cosine recorded, and every word such runs
+    save at any validation judged) give the README's early-stop and keep-margin numbers again, nothing trained."""
+    judged = RESULTS / "defaults-300-judged.jsonl"
+    assert early_stop_main([str(RESULTS / "defaults-300.jsonl"), "--judged", str(judged), "--keep-margin", margin,
+                            "--by-concept"]) == 0
+    out = capsys.readouterr().out
+    rule = next(line for line in out.splitlines() if line.startswith("rule "))
+    assert "mean stop 167 steps (56% of 300; range 100-300)" in rule and expected in rule, rule
+    reconstruction, at_bar = {"0": ("25 / 94 %", 58), "1": ("25 / 93 %", 59), "2": ("25 / 92 %", 56)}[margin]
+    assert f"| all | 72 | {reconstruction} |" in out and out.rstrip().endswith(f"| {at_bar} |"), out
+
+
 def test_the_likeness_bench_scores_and_ranks_words_by_their_pictures_features():
     """Features on a line from the init word's pictures (origin) to the training pictures: every statistic scores
     the word whose pictures lie nearer the training pictures higher, and the ranking counts only pairs of words

@@ -144,6 +144,8 @@ class TrainConfig:
                                           "pictures look more like the training pictures by more than this many "
                                           "standard errors (of the difference over the check's pictures; 0 = the "
                                           "best-scored word)", low=0.0, high=10.0)
+    # 0: on the 72-cell matrix, margins 1 and 2 keep early words longer and save worse ones on average (mean fidelity
+    # 94.7 / 94.2 % against 95.5 %, 59 / 56 cells at the bar against 58; README "Keeping a word only when ...")
     nan_lr_factor: float = opt(0.5, "after a NaN/inf step, roll back and multiply the learning rate by this")
 
     def validate(self) -> None:
