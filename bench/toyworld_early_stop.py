@@ -13,7 +13,9 @@ it would stop each cell is found from the validation losses; with --judge, a ste
 spread of stop steps, the fidelity at the stop against the best judged fixed length, and every cell where a later
 judged step is 10 points better in reconstruction or editability. With --keep-margin, the runs are read as if
 they had kept their words with that `picture_keep_margin` (from each check picture's cosine, which runs record since
-the option exists), and --judge judges every word such a run would save.
+the option exists), and --judge judges every word such a run would save. With --every C, runs that validated every
+K steps (C a multiple of K) are read as if they had validated every C steps: checks and validations draw the same
+pictures and noise whenever they run and never touch the training draws, so that is exactly the coarser run.
 """
 
 from __future__ import annotations
@@ -76,6 +78,24 @@ def _records(paths: list, tag: str | None = None, same_as: str | None = None) ->
                 _merge_points(cells[key], row)
                 cells[key]["run_tags"].add(row["tag"])
     return cells
+
+
+def every(cells: dict, steps: int) -> dict:
+    """The cells read as if their runs had validated (and checked pictures) every `steps` steps: the validations,
+    likeness and check pictures' cosines at those steps only, and the keep decisions made again over them (the
+    best-scored word, as the trainer keeps it; the recorded decisions saw the checks in between)."""
+    def coarse(pairs):
+        return [pair for pair in pairs if pair[0] % steps == 0]
+
+    out = {}
+    for key, c in cells.items():
+        own = c["val_losses"][1][0] - c["val_losses"][0][0]
+        if steps % own:
+            raise SystemExit(f"--every {steps}: {key} validated every {own} steps; give a multiple of that")
+        out[key] = {**c, "val_losses": coarse(c["val_losses"]), "picture_scores": coarse(c["picture_scores"]),
+                    "picture_cosines": {s: v for s, v in c["picture_cosines"].items() if s % steps == 0},
+                    "kept_steps": {}}
+    return out
 
 
 def _merge_points(cell: dict, row: dict) -> None:
@@ -169,8 +189,10 @@ def report(cells: dict, rules: list, samples: int = 16) -> list:
     a later stop's (the word the run would save had it stopped at a later validation: the same reading without
     picture checks)."""
     lines = []
-    fixed = sorted(set.intersection(*({n for n in c["points"] if saved_at(c, n) in c["points"]}
-                                      for c in cells.values())))
+    # a fixed length counts where every cell's word at that length is judged (with picture checks, the word the run
+    # saves there, whichever step it is from)
+    fixed = sorted(set.intersection(*({n for n in {*c["points"], *(s for s, _ in c["val_losses"] if s)}
+                                       if saved_at(c, n) in c["points"]} for c in cells.values())))
     fixed_fid = {n: statistics.mean(_fid(c["points"][saved_at(c, n)]) for c in cells.values()) for n in fixed}
     for length in fixed:
         fids = [_fid(c["points"][saved_at(c, length)]) for c in cells.values()]
@@ -213,6 +235,16 @@ def report(cells: dict, rules: list, samples: int = 16) -> list:
             lines.append("  by a later stop (the word the run would save had it stopped there):")
             lines.extend(f"    {text}" for _, text in stop_regrets)
     return lines
+
+
+def _later_words(cell: dict, stop_word: tuple) -> set:
+    """The steps of the words the run would save had it stopped at a validation after `stop_word`'s stop, when its
+    word (judged) leaves room for one 10 points better in reconstruction or editability; else none."""
+    step, word = stop_word
+    scores = cell["points"].get(word)
+    if scores is None or all(scores[k] > 0.9 + 1e-9 for k in BAR):
+        return set()
+    return {saved_at(cell, n) for n, _ in cell["val_losses"] if n > step}
 
 
 def _later_stops(cell: dict, step: int) -> list:
@@ -388,6 +420,8 @@ def main(argv=None) -> int:
     parser.add_argument("--keep-margin", type=float, help="read the runs as if they kept words with this "
                         "picture_keep_margin (from each check picture's recorded cosine; runs recorded before those "
                         "were: skipped)")
+    parser.add_argument("--every", type=int, help="read the runs as if they had validated every N steps (a multiple "
+                        "of their own validate_every), e.g. runs made with validate_every 5 read at 10 and 25")
     parser.add_argument("--seeds", help="only the cells of these picture seeds, e.g. 0,1 to choose a rule and 2 to "
                         "check it on cells it was not chosen on")
     parser.add_argument("--shard", default="0/1", help="i/n: judge every n-th cell from the i-th")
@@ -400,6 +434,8 @@ def main(argv=None) -> int:
     if args.seeds:
         seeds = {int(s) for s in args.seeds.split(",")}
         cells = {k: c for k, c in cells.items() if c["cell"].get("seed") in seeds}
+    if args.every:
+        cells = every(cells, args.every)
     if args.keep_margin is not None:
         import torch
 
@@ -414,7 +450,13 @@ def main(argv=None) -> int:
             wanted = {k: steps | {saved_at(cells[k], n) for n, _ in cells[k]["val_losses"]} - {0}
                       for k, steps in wanted.items()}
         shard = tuple(int(x) for x in args.shard.split("/"))
-        _judge_missing(cells, wanted, Path(args.snapshots) if args.snapshots else None, Path(args.judged), shard)
+        snapshots = Path(args.snapshots) if args.snapshots else None
+        _judge_missing(cells, wanted, snapshots, Path(args.judged), shard)
+        # then, where a stop's word leaves 10 points to gain, every word a later stop would save (for the regrets by
+        # a later stop), and the last step's (the fixed-length yardstick)
+        later = {k: {saved_at(c, c["steps"])} | set().union(*(_later_words(c, stop_and_word(c, r)) for r in rules))
+                 for k, c in cells.items()}
+        _judge_missing(cells, {k: steps - {0} for k, steps in later.items()}, snapshots, Path(args.judged), shard)
     print(f"{len(cells)} cells")
     for line in report(cells, rules):
         print(line)

@@ -18,6 +18,7 @@ from toyworld_early_stop import (  # noqa: E402
     _read_judged,
     _records,
     _snapshot_file,
+    every,
     grid,
     report,
     saved_at,
@@ -162,9 +163,13 @@ def test_with_picture_checks_a_later_stop_counts_the_word_it_would_save():
     cells = {"flat": cell(flat, {25: 0.5, 250: 1.0}), "rises": cell(rises, {25: 0.5, 225: 1.0, 250: 0.4})}
     lines = report(cells, [{"patience": 3, "fraction": 0.1}])
     assert "fixed  250 steps: fidelity mean  87.5%, min  75%" in lines  # the flat run saves step 25's word
+    # every validation whose saved words are judged is a fixed length (here the rising run saves step 25's word up to
+    # 200), and the best is the shortest with the top fidelity: 225, where the rising run reaches its word
+    assert "fixed  200 steps: fidelity mean  75.0%, min  75%" in lines
+    assert "best fixed length: 225 steps (mean fidelity 87.5%)" in lines
     # knowing the verdicts ahead, the flat run could stop at 25 and the rising one at 225, no sooner
     assert next(line for line in lines if line.startswith("a rule that could see")).startswith(
-        "a rule that could see the judge's verdicts ahead: mean stop 125 steps (50% of 250)")
+        "a rule that could see the judge's verdicts ahead: mean stop 125 steps (56% of 225)")
     rule = next(line for line in lines if line.startswith("rule "))
     assert "mean stop 100 steps" in rule and rule.endswith(
         "2 cells 10 points better later (2 beyond the judge's noise); by a later stop: 1 (1 beyond the judge's "
@@ -209,16 +214,35 @@ def test_the_early_stop_bench_reads_runs_as_if_kept_with_a_margin(tmp_path, caps
         assert "mean stop 100 steps" in rule and f"fidelity {fidelity}" in rule, (margin, rule)
 
 
+def test_the_early_stop_bench_reads_a_run_as_if_it_had_validated_less_often():
+    """`--every`: a run that validated every 5 steps read at 10 keeps the validations, likeness and check cosines of
+    steps 0, 10, 20 ... only, and the word kept is decided again over those checks (the recorded decisions saw the
+    checks in between); a cadence that is not a multiple of the run's own is refused."""
+    steps = range(0, 31, 5)
+    likeness = {0: 0.5, 5: 0.95, 10: 0.8, 15: 0.7, 20: 0.9, 25: 0.6, 30: 0.85}
+    cell = {"cell": {}, "steps": 30, "points": {}, "val_losses": [[s, 1.0 - s / 100] for s in steps],
+            "picture_scores": [[s, likeness[s]] for s in steps],
+            "picture_cosines": {s: [likeness[s]] * 2 for s in steps},
+            "kept_steps": {s: 0 if s == 0 else 5 for s in steps}}
+    coarse = every({"k": cell}, 10)["k"]
+    assert [s for s, _ in coarse["val_losses"]] == [s for s, _ in coarse["picture_scores"]] == [0, 10, 20, 30]
+    assert sorted(coarse["picture_cosines"]) == [0, 10, 20, 30]
+    assert saved_at(cell, 30) == 5 and saved_at(coarse, 10) == 10 and saved_at(coarse, 30) == 20
+    with pytest.raises(SystemExit, match="validated every 5 steps"):
+        every({"k": cell}, 12)
+
+
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 
 
-@pytest.mark.parametrize("margin, fidelity, later, by_later_stop, reconstruction, at_bar", [
-    ("0", "95.5% = 98.5%", "6 cells 10 points better later (4 beyond", "5 (4 beyond", "25 / 94 %", 58),
-    ("1", "94.7% = 99.1%", "6 cells 10 points better later (3 beyond", "4 (2 beyond", "25 / 93 %", 59),
-    ("2", "94.2% = 99.9%", "10 cells 10 points better later (4 beyond", "0 (0 beyond", "25 / 92 %", 56),
+@pytest.mark.parametrize("margin, best, fidelity, later, by_later_stop, reconstruction, at_bar", [
+    ("0", "56% of 300", "95.5% = 98.5%", "6 cells 10 points better later (4 beyond", "5 (4 beyond", "25 / 94 %", 58),
+    ("1", "67% of 250", "94.7% = 99.1%", "6 cells 10 points better later (3 beyond", "4 (2 beyond", "25 / 93 %", 59),
+    ("2", "67% of 250", "94.2% = 99.9%", "10 cells 10 points better later (4 beyond", "0 (0 beyond", "25 / 92 %", 56),
 ])
-def test_the_readmes_keep_margin_numbers_read_back_from_the_committed_runs(margin, fidelity, later, by_later_stop,
-                                                                           reconstruction, at_bar, capsys):
+def test_the_readmes_keep_margin_numbers_read_back_from_the_committed_runs(margin, best, fidelity, later,
+                                                                           by_later_stop, reconstruction, at_bar,
+                                                                           capsys):
     """The 72 runs of the defaults (bench/results: each check picture's cosine recorded, and every word such runs
     save at any validation judged) give the README's early-stop and keep-margin numbers again, nothing trained."""
     judged = RESULTS / "defaults-300-judged.jsonl"
@@ -228,7 +252,8 @@ def test_the_readmes_keep_margin_numbers_read_back_from_the_committed_runs(margi
     rule = next(line for line in out.splitlines() if line.startswith("rule "))
     expected = (f"fidelity {fidelity} of the best fixed length on the same 72/72 judged cells, {later} the judge's "
                 f"noise); by a later stop: {by_later_stop}")
-    assert "mean stop 167 steps (56% of 300; range 100-300)" in rule and expected in rule, rule
+    # with a margin, fixed runs of 250 steps save words as good as 300 steps' (the best fixed length: the shortest)
+    assert f"mean stop 167 steps ({best}; range 100-300)" in rule and expected in rule, rule
     assert f"| all | 72 | {reconstruction} |" in out and out.rstrip().endswith(f"| {at_bar} |"), out
 
 
