@@ -422,6 +422,8 @@ def main(argv=None) -> int:
                         "were: skipped)")
     parser.add_argument("--every", type=int, help="read the runs as if they had validated every N steps (a multiple "
                         "of their own validate_every), e.g. runs made with validate_every 5 read at 10 and 25")
+    parser.add_argument("--cells-of", help="only the cells that this results file holds, e.g. to read two recipes "
+                        "on the cells both ran")
     parser.add_argument("--seeds", help="only the cells of these picture seeds, e.g. 0,1 to choose a rule and 2 to "
                         "check it on cells it was not chosen on")
     parser.add_argument("--shard", default="0/1", help="i/n: judge every n-th cell from the i-th")
@@ -434,6 +436,9 @@ def main(argv=None) -> int:
     if args.seeds:
         seeds = {int(s) for s in args.seeds.split(",")}
         cells = {k: c for k, c in cells.items() if c["cell"].get("seed") in seeds}
+    if args.cells_of:
+        held = {json.loads(line).get("key") for line in Path(args.cells_of).read_text().splitlines() if line.strip()}
+        cells = {k: c for k, c in cells.items() if k in held}
     if args.every:
         cells = every(cells, args.every)
     if args.keep_margin is not None:

@@ -257,6 +257,20 @@ def test_the_readmes_keep_margin_numbers_read_back_from_the_committed_runs(margi
     assert f"| all | 72 | {reconstruction} |" in out and out.rstrip().endswith(f"| {at_bar} |"), out
 
 
+def test_runs_that_validate_more_often_contain_the_defaults_runs():
+    """The 7 cells run with a validation and a picture check every 5 steps (bench/results/cadence-5.jsonl), read every
+    25 steps, are the defaults' runs of those cells: the same validation losses, likeness, check cosines and kept
+    words. So checking more often changes what a run sees, not how it trains, and one run reads at any multiple."""
+    fine = every(_records([RESULTS / "cadence-5.jsonl"], "cad5"), 25)
+    defaults = _records([RESULTS / "defaults-300.jsonl"])
+    assert len(fine) == 7
+    for key, cell in fine.items():
+        assert cell["val_losses"] == defaults[key]["val_losses"], key
+        assert cell["picture_scores"] == defaults[key]["picture_scores"], key
+        assert cell["picture_cosines"] == defaults[key]["picture_cosines"], key
+        assert all(saved_at(cell, s) == kept for s, kept in defaults[key]["kept_steps"].items()), key
+
+
 def test_the_likeness_bench_scores_and_ranks_words_by_their_pictures_features():
     """Features on a line from the init word's pictures (origin) to the training pictures: every statistic scores
     the word whose pictures lie nearer the training pictures higher, and the ranking counts only pairs of words
