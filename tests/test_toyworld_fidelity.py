@@ -271,6 +271,24 @@ def test_runs_that_validate_more_often_contain_the_defaults_runs():
         assert all(saved_at(cell, s) == kept for s, kept in defaults[key]["kept_steps"].items()), key
 
 
+@pytest.mark.parametrize("args, stop, regrets, at_bar", [
+    (["cadence-10.jsonl", "--tag", "cad10", "--judged", "cadence-10-judged.jsonl", "--rule",
+      "patience=10,fraction=0.1"], "mean stop 184 steps (61% of 300", "by a later stop: 0 (0 beyond", 49),
+    (["cadence-10.jsonl", "--tag", "cad10", "--judged", "cadence-10-judged.jsonl", "--rule",
+      "patience=7,fraction=0.1"], "mean stop 149 steps (50% of 300", "by a later stop: 9 (4 beyond", 41),
+    (["defaults-300.jsonl", "--judged", "defaults-300-judged.jsonl", "--cells-of", "cadence-10.jsonl"],
+     "mean stop 169 steps (68% of 250", "by a later stop: 5 (4 beyond", 43),
+])
+def test_the_readmes_cadence_numbers_read_back_from_the_committed_runs(args, stop, regrets, at_bar, capsys):
+    """Checking every 10 steps against the defaults' 25, on the 57 cells run so, from bench/results alone."""
+    args = [str(RESULTS / a) if a.endswith(".jsonl") else a for a in args]
+    assert early_stop_main([*args, "--by-concept"]) == 0
+    out = capsys.readouterr().out
+    rule = next(line for line in out.splitlines() if line.startswith("rule "))
+    assert stop in rule and regrets in rule and "57/57 judged cells" in rule, rule
+    assert out.rstrip().endswith(f"| {at_bar} |"), out
+
+
 def test_the_likeness_bench_scores_and_ranks_words_by_their_pictures_features():
     """Features on a line from the init word's pictures (origin) to the training pictures: every statistic scores
     the word whose pictures lie nearer the training pictures higher, and the ranking counts only pairs of words
