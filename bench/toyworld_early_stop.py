@@ -244,13 +244,17 @@ def _later_words(cell: dict, stop_word: tuple) -> set:
     scores = cell["points"].get(word)
     if scores is None or all(scores[k] > 0.9 + 1e-9 for k in BAR):
         return set()
-    return {saved_at(cell, n) for n, _ in cell["val_losses"] if n > step}
+    return {word for _, word in _saved_after(cell, step)}
+
+
+def _saved_after(cell: dict, step: int) -> list:
+    """(validation, the step of the word the run would save had it stopped there) for each validation after `step`."""
+    return [(n, saved_at(cell, n)) for n, _ in cell["val_losses"] if n > step]
 
 
 def _later_stops(cell: dict, step: int) -> list:
     """(step, scores) of the word the run would save had it stopped at each later validation (those judged)."""
-    saved = ((n, saved_at(cell, n)) for n, _ in cell["val_losses"] if n > step)
-    return [(n, cell["points"][word]) for n, word in saved if word in cell["points"]]
+    return [(n, cell["points"][word]) for n, word in _saved_after(cell, step) if word in cell["points"]]
 
 
 def _foresight(cell: dict, samples: int) -> int | None:

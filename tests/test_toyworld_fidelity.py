@@ -235,6 +235,14 @@ def test_the_early_stop_bench_reads_a_run_as_if_it_had_validated_less_often():
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 
 
+def _read_back(capsys, *args) -> tuple:
+    """The early-stop bench's first rule line and whole output on the committed records (file names in bench/results),
+    with the per-concept table: README numbers read again, nothing trained."""
+    assert early_stop_main([str(RESULTS / a) if a.endswith(".jsonl") else a for a in args] + ["--by-concept"]) == 0
+    out = capsys.readouterr().out
+    return next(line for line in out.splitlines() if line.startswith("rule ")), out
+
+
 @pytest.mark.parametrize("margin, best, fidelity, later, by_later_stop, reconstruction, at_bar", [
     ("0", "56% of 300", "95.5% = 98.5%", "6 cells 10 points better later (4 beyond", "5 (4 beyond", "25 / 94 %", 58),
     ("1", "67% of 250", "94.7% = 99.1%", "6 cells 10 points better later (3 beyond", "4 (2 beyond", "25 / 93 %", 59),
@@ -245,11 +253,8 @@ def test_the_readmes_keep_margin_numbers_read_back_from_the_committed_runs(margi
                                                                            capsys):
     """The 72 runs of the defaults (bench/results: each check picture's cosine recorded, and every word such runs
     save at any validation judged) give the README's early-stop and keep-margin numbers again, nothing trained."""
-    judged = RESULTS / "defaults-300-judged.jsonl"
-    assert early_stop_main([str(RESULTS / "defaults-300.jsonl"), "--judged", str(judged), "--keep-margin", margin,
-                            "--by-concept"]) == 0
-    out = capsys.readouterr().out
-    rule = next(line for line in out.splitlines() if line.startswith("rule "))
+    rule, out = _read_back(capsys, "defaults-300.jsonl", "--judged", "defaults-300-judged.jsonl", "--keep-margin",
+                           margin)
     expected = (f"fidelity {fidelity} of the best fixed length on the same 72/72 judged cells, {later} the judge's "
                 f"noise); by a later stop: {by_later_stop}")
     # with a margin, fixed runs of 250 steps save words as good as 300 steps' (the best fixed length: the shortest)
@@ -281,10 +286,7 @@ def test_runs_that_validate_more_often_contain_the_defaults_runs():
 ])
 def test_the_readmes_cadence_numbers_read_back_from_the_committed_runs(args, stop, regrets, at_bar, capsys):
     """Checking every 10 steps against the defaults' 25, on the 57 cells run so, from bench/results alone."""
-    args = [str(RESULTS / a) if a.endswith(".jsonl") else a for a in args]
-    assert early_stop_main([*args, "--by-concept"]) == 0
-    out = capsys.readouterr().out
-    rule = next(line for line in out.splitlines() if line.startswith("rule "))
+    rule, out = _read_back(capsys, *args)
     assert stop in rule and regrets in rule and "57/57 judged cells" in rule, rule
     assert out.rstrip().endswith(f"| {at_bar} |"), out
 
