@@ -16,6 +16,8 @@ they had kept their words with that `picture_keep_margin` (from each check pictu
 the option exists), and --judge judges every word such a run would save. With --every C, runs that validated every
 K steps (C a multiple of K) are read as if they had validated every C steps: checks and validations draw the same
 pictures and noise whenever they run and never touch the training draws, so that is exactly the coarser run.
+With --picture-samples N, runs whose checks drew more pictures are read as if each drew its first N (one batch from
+one seed: the first N pictures of a larger batch, within 2e-6 per pixel).
 """
 
 from __future__ import annotations
@@ -95,6 +97,23 @@ def every(cells: dict, steps: int) -> dict:
         out[key] = {**c, "val_losses": coarse(c["val_losses"]), "picture_scores": coarse(c["picture_scores"]),
                     "picture_cosines": {s: v for s, v in c["picture_cosines"].items() if s % steps == 0},
                     "kept_steps": {}}
+    return out
+
+
+def fewer_pictures(cells: dict, count: int) -> dict:
+    """The cells read as if each picture check had drawn only its first `count` pictures: a check draws its pictures
+    as one batch from one seed, so a smaller batch draws the first pictures of the larger one (the same within 2e-6
+    per pixel on CPU). The likeness is the mean of those pictures' recorded cosines, and the keep decisions are made
+    again over it. Runs recorded before check cosines were kept are skipped."""
+    out = {}
+    for key, c in cells.items():
+        cosines = c["picture_cosines"]
+        if not cosines:
+            continue
+        if count > min(map(len, cosines.values())):
+            raise SystemExit(f"--picture-samples {count}: {key} drew {min(map(len, cosines.values()))} a check")
+        out[key] = {**c, "kept_steps": {}, "picture_cosines": {s: v[:count] for s, v in cosines.items()},
+                    "picture_scores": [(s, sum(cosines[s][:count]) / count) for s, _ in c["picture_scores"]]}
     return out
 
 
@@ -426,6 +445,8 @@ def main(argv=None) -> int:
                         "were: skipped)")
     parser.add_argument("--every", type=int, help="read the runs as if they had validated every N steps (a multiple "
                         "of their own validate_every), e.g. runs made with validate_every 5 read at 10 and 25")
+    parser.add_argument("--picture-samples", type=int, help="read the runs as if each picture check had drawn only "
+                        "its first N pictures (from each check picture's recorded cosine)")
     parser.add_argument("--cells-of", help="only the cells that this results file holds, e.g. to read two recipes "
                         "on the cells both ran")
     parser.add_argument("--seeds", help="only the cells of these picture seeds, e.g. 0,1 to choose a rule and 2 to "
@@ -445,6 +466,8 @@ def main(argv=None) -> int:
         cells = {k: c for k, c in cells.items() if k in held}
     if args.every:
         cells = every(cells, args.every)
+    if args.picture_samples:
+        cells = fewer_pictures(cells, args.picture_samples)
     if args.keep_margin is not None:
         import torch
 

@@ -112,8 +112,9 @@ class TrainConfig:
                                            "has fallen from its first value", low=0.0)
     # Relative to the fall, not to the loss: a loss's level is mostly the noise no word can predict and depends on
     # the pictures and the weighting (a colour moved it by 0.3%, a texture by 10%); its fall so far is what the
-    # word has learned. 0.1 with 3 validations: chosen across the fidelity matrix (bench/toyworld_early_stop.py;
-    # README, "When is it done?"); 0.05 ran longer for no fidelity, patience 2 stopped words not yet whole
+    # word has learned. 0.1: chosen across the fidelity matrix with 3 validations every 25 steps, kept with the
+    # demo's 10 every 10 (bench/toyworld_early_stop.py; README, "When is it done?"); 0.05 ran longer for no
+    # fidelity, patience 2 stopped words not yet whole
     snr_gamma: float = opt(0.25, "Min-SNR loss weighting: cap each timestep's weight at gamma/SNR, so the noisy "
                                  "timesteps where colour and layout are decided count (0 = uniform, as the paper)",
                            low=0.0)
