@@ -303,12 +303,16 @@ def test_runs_that_validate_more_often_contain_the_defaults_runs():
     (["cadence-10.jsonl", "--tag", "cad10", "--judged", "cadence-10-judged.jsonl", "--rule",
       "patience=10,fraction=0.1", "--picture-samples", "4"], "mean stop 184 steps (61% of 300",
      "by a later stop: 2 (0 beyond", 57),
+    (["cadence-10.jsonl", "--tag", "cad10", "--judged", "cadence-10-judged.jsonl", "--rule",
+      "patience=10,fraction=0.1", "--keep-margin", "1"], "mean stop 182 steps (61% of 300",
+     "by a later stop: 2 (0 beyond", 59),
     (["defaults-300.jsonl", "--judged", "defaults-300-judged.jsonl", "--rule", "patience=3,fraction=0.1"],
      "mean stop 167 steps (56% of 300", "by a later stop: 5 (4 beyond", 58),
 ])
 def test_the_readmes_cadence_numbers_read_back_from_the_committed_runs(args, stop, regrets, at_bar, capsys):
     """Checking every 10 steps (the demo's defaults: 10 validations of patience) against 7 validations, 4 pictures a
-    check, and the previous defaults' check every 25 steps, on the 72 cells, from bench/results alone."""
+    check, a keep margin, and the previous defaults' check every 25 steps, on the 72 cells, from bench/results
+    alone."""
     rule, out = _read_back(capsys, *args)
     assert stop in rule and regrets in rule and "72/72 judged cells" in rule, rule
     assert out.rstrip().endswith(f"| {at_bar} |"), out

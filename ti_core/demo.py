@@ -36,7 +36,7 @@ class DemoConfig:
     learning_rate: str = "5e-3"
     validate_every: int = 10  # a validation and a picture check every 10 steps, not 25: checks never touch the
     # training draws, so a run that checks more often trains the same word and only sees it sooner; across the
-    # fidelity matrix it left 1 cell a later stop makes 10 points better instead of 5, for 1.7x the time a step
+    # fidelity matrix it left 1 cell a later stop makes 10 points better instead of 5, for 1.6x the time a step
     validation_samples: int = 32
     early_stop: int = 10  # stop after 10 validations (100 steps) that lower the loss (and, with picture checks,
     # raise the likeness) by less than a tenth of its change so far: across the fidelity matrix
