@@ -209,7 +209,7 @@ def test_the_early_stop_bench_reads_runs_as_if_kept_with_a_margin(tmp_path, caps
     results = tmp_path / "f.jsonl"
     results.write_text(json.dumps(row) + "\n")
     for margin, fidelity in ((None, "75.0%"), ("0", "75.0%"), ("1", "100.0%")):
-        early_stop_main([str(results), "--judged", str(tmp_path / "judged.jsonl")]
+        early_stop_main([str(results), "--judged", str(tmp_path / "judged.jsonl"), "--rule", "patience=3,fraction=0.1"]
                         + (["--keep-margin", margin] if margin else []))
         rule = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rule "))
         assert "mean stop 100 steps" in rule and f"fidelity {fidelity}" in rule, (margin, rule)
