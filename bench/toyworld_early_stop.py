@@ -110,8 +110,9 @@ def fewer_pictures(cells: dict, count: int) -> dict:
         cosines = c["picture_cosines"]
         if not cosines:
             continue
-        if count > min(map(len, cosines.values())):
-            raise SystemExit(f"--picture-samples {count}: {key} drew {min(map(len, cosines.values()))} a check")
+        drawn = min(map(len, cosines.values()))
+        if count > drawn:
+            raise SystemExit(f"--picture-samples {count}: {key} drew {drawn} a check")
         out[key] = {**c, "kept_steps": {}, "picture_cosines": {s: v[:count] for s, v in cosines.items()},
                     "picture_scores": [(s, sum(cosines[s][:count]) / count) for s, _ in c["picture_scores"]]}
     return out

@@ -15,6 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from toyworld_early_stop import (  # noqa: E402
+    BAR,
     _read_judged,
     _records,
     _snapshot_file,
@@ -295,16 +296,15 @@ def test_runs_that_validate_more_often_contain_the_defaults_runs():
         assert all(saved_at(cell, s) == kept for s, kept in defaults[key]["kept_steps"].items()), key
 
 
+CADENCE_10 = ["cadence-10.jsonl", "--tag", "cad10", "--judged", "cadence-10-judged.jsonl", "--rule"]
+
+
 @pytest.mark.parametrize("args, stop, regrets, at_bar", [
-    (["cadence-10.jsonl", "--tag", "cad10", "--judged", "cadence-10-judged.jsonl", "--rule",
-      "patience=10,fraction=0.1"], "mean stop 182 steps (61% of 300", "by a later stop: 1 (1 beyond", 63),
-    (["cadence-10.jsonl", "--tag", "cad10", "--judged", "cadence-10-judged.jsonl", "--rule",
-      "patience=7,fraction=0.1"], "mean stop 148 steps (49% of 300", "by a later stop: 9 (4 beyond", 56),
-    (["cadence-10.jsonl", "--tag", "cad10", "--judged", "cadence-10-judged.jsonl", "--rule",
-      "patience=10,fraction=0.1", "--picture-samples", "4"], "mean stop 184 steps (61% of 300",
+    (CADENCE_10 + ["patience=10,fraction=0.1"], "mean stop 182 steps (61% of 300", "by a later stop: 1 (1 beyond", 63),
+    (CADENCE_10 + ["patience=7,fraction=0.1"], "mean stop 148 steps (49% of 300", "by a later stop: 9 (4 beyond", 56),
+    (CADENCE_10 + ["patience=10,fraction=0.1", "--picture-samples", "4"], "mean stop 184 steps (61% of 300",
      "by a later stop: 2 (0 beyond", 57),
-    (["cadence-10.jsonl", "--tag", "cad10", "--judged", "cadence-10-judged.jsonl", "--rule",
-      "patience=10,fraction=0.1", "--keep-margin", "1"], "mean stop 182 steps (61% of 300",
+    (CADENCE_10 + ["patience=10,fraction=0.1", "--keep-margin", "1"], "mean stop 182 steps (61% of 300",
      "by a later stop: 2 (0 beyond", 59),
     (["defaults-300.jsonl", "--judged", "defaults-300-judged.jsonl", "--rule", "patience=3,fraction=0.1"],
      "mean stop 167 steps (56% of 300", "by a later stop: 5 (4 beyond", 58),
@@ -404,8 +404,8 @@ def test_ci_slice_the_defaults_learn_the_hardest_concept(toy):
     assert base["reconstruction"] <= 0.2 and base["editability"] <= 0.2, base
 
 
-SLICE_FLOOR = 0.85  # the bar of the matrix (README): reconstruction >= 85 %
-SLICE_EDIT_FLOOR = 0.9  # and editability >= 90 %
+SLICE_FLOOR = BAR["reconstruction"]  # the matrix's bar (README): reconstruction >= 85 %
+SLICE_EDIT_FLOOR = BAR["editability"]  # and editability >= 90 %
 
 
 def test_the_early_stop_bench_says_what_a_missing_word_draws_wrong(tmp_path):
